@@ -1,0 +1,39 @@
+/* Interrupt controller interface. The default implementation uses KVM's in-kernel
+ * irqchip (PIC + IOAPIC + LAPIC) and PIT; a userspace controller (needed for
+ * deterministic record/replay) can be added behind the same ops. */
+#ifndef VMSVC_IRQ_H
+#define VMSVC_IRQ_H
+#include <stdbool.h>
+#include <stdint.h>
+
+struct irqchip;
+struct irqchip_ops {
+	const char *name;
+	/* Drive an ISA/IOAPIC line (GSI) to level (edge devices pulse 1 then 0). */
+	int (*set_level)(struct irqchip *c, unsigned gsi, bool level);
+	/* Deliver an MSI message. */
+	int (*signal_msi)(struct irqchip *c, uint64_t addr, uint32_t data);
+	void (*destroy)(struct irqchip *c);
+};
+struct irqchip {
+	const struct irqchip_ops *ops;
+	int vm_fd;
+	void *priv;
+};
+
+/* Create KVM's in-kernel irqchip and PIT2 on vm_fd (before vCPUs exist). */
+int irqchip_kvm_create(struct irqchip *c, int vm_fd);
+
+static inline int irq_set_level(struct irqchip *c, unsigned gsi, bool level)
+{
+	return c->ops->set_level(c, gsi, level);
+}
+static inline int irq_pulse(struct irqchip *c, unsigned gsi)
+{
+	int r = c->ops->set_level(c, gsi, true);
+	if (r == 0)
+		r = c->ops->set_level(c, gsi, false);
+	return r;
+}
+
+#endif

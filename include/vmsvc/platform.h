@@ -1,0 +1,51 @@
+/* CPUID and firmware tables (ACPI RSDP/XSDT/MADT/FADT/DSDT and an MP table). */
+#ifndef VMSVC_PLATFORM_H
+#define VMSVC_PLATFORM_H
+#include <linux/kvm.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <vmsvc/mem.h>
+
+/* ---- CPUID ---- */
+/* Parse a user feature spec: comma-separated "-name" (hide) items, or a preset name
+ * ("emulator-safe": hide what KVM's instruction emulator cannot execute at CPL0).
+ * Unknown names give -EINVAL with err_msg() naming them. */
+struct cpuid_hide {
+	unsigned n;
+	struct { uint32_t leaf, subleaf; uint8_t reg; uint8_t bit; } item[64]; /* reg: 0 eax 1 ebx 2 ecx 3 edx */
+};
+int cpuid_parse_features(const char *spec, struct cpuid_hide *out);
+/* Adjust a KVM_GET_SUPPORTED_CPUID result for vCPU `index` of `ncpus`:
+ * APIC IDs (leaf 1 EBX, 0xb, 0x1f), topology (one core per vCPU, one thread each),
+ * hypervisor bit + KVM signature leaves, hidden features. Pure: unit-tested. */
+void cpuid_adjust(struct kvm_cpuid2 *c, unsigned index, unsigned ncpus, const struct cpuid_hide *hide);
+/* Fetch supported CPUID from /dev/kvm (caller frees). */
+int cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out);
+/* cpuid_adjust may append up to CPUID_ADJUST_EXTRA entries (leaf 0xb subleaves KVM
+ * left out, missing 0x1f subleaves, the KVM signature leaf): the buffer it gets must
+ * have room for c->nent + CPUID_ADJUST_EXTRA entries. cpuid_alloc(n) gives such a
+ * buffer with nent = n (zeroed; NULL on ENOMEM), and so does cpuid_get_supported. */
+#define CPUID_ADJUST_EXTRA 8
+struct kvm_cpuid2 *cpuid_alloc(uint32_t nent);
+/* Convenience for vCPU setup: a fresh copy of `supported` adjusted for vCPU
+ * `index` (caller frees; pass it to KVM_SET_CPUID2). */
+int cpuid_for_vcpu(const struct kvm_cpuid2 *supported, unsigned index, unsigned ncpus,
+		   const struct cpuid_hide *hide, struct kvm_cpuid2 **out);
+
+/* ---- firmware tables ---- */
+/* Write ACPI tables (RSDP at BOOT_ACPI_ADDR) describing ncpus CPUs (APIC IDs 0..n-1),
+ * the IOAPIC at 0xfec00000 (GSI 0-23), ISA overrides (IRQ0 -> GSI2), and a FADT whose
+ * PM1a control port (0x604) gives poweroff via \_S5 and reset register (0xcf9).
+ * Also an MP table (for acpi=off). Returns the RSDP address via *rsdp. */
+int platform_write_tables(struct guest_mem *mem, unsigned ncpus, uint64_t *rsdp);
+/* The MP table alone (floating pointer at MPTABLE_ADDR, in the BIOS area Linux
+ * scans; config table right after it); platform_write_tables calls it. ACPI tables
+ * live in [BOOT_ACPI_ADDR, MPTABLE_ADDR). */
+#define MPTABLE_ADDR 0xf0000ULL
+int mptable_write(struct guest_mem *mem, unsigned ncpus);
+
+#define PM1A_EVT_PORT 0x600
+#define PM1A_CNT_PORT 0x604
+#define RESET_PORT 0xcf9
+
+#endif

@@ -1,0 +1,108 @@
+/* A virtual machine: KVM fds, memory, devices, vCPU threads. No global state:
+ * several VMs may live in one process (clones need it). */
+#ifndef VMSVC_VM_H
+#define VMSVC_VM_H
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <vmsvc/bus.h>
+#include <vmsvc/io.h>
+#include <vmsvc/irq.h>
+#include <vmsvc/mem.h>
+
+#define VM_MAX_CPUS 64
+#define VM_MAX_DEVICES 32
+
+/* How the guest ended; decides the process exit status. */
+enum vm_end_reason {
+	VM_END_NONE = 0,
+	VM_END_POWEROFF,      /* status 0 */
+	VM_END_RESET,         /* status 0 */
+	VM_END_DEBUG_EXIT,    /* status (value << 1) | 1, like QEMU's isa-debug-exit */
+	VM_END_TRIPLE_FAULT,  /* non-zero, diagnostic printed */
+	VM_END_EMUL_FAILURE,  /* non-zero, diagnostic printed */
+	VM_END_INTERNAL,      /* other KVM/VMM failure */
+	VM_END_USER,          /* user quit (escape sequence, signal) */
+};
+const char *vm_end_reason_name(enum vm_end_reason r);
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;      /* NULL = default */
+	uint64_t mem_size;        /* bytes */
+	int ncpus;
+	bool hugepages;
+	const char *cpu_features; /* "-cx16,-xsave,..." or a preset name; NULL = none */
+	int serial_out_fd;        /* where UART output goes */
+	int serial_in_fd;         /* where UART input comes from, -1 = none */
+	bool stats;               /* print per-exit-type statistics at exit */
+};
+
+struct vm;
+struct vcpu {
+	struct vm *vm;
+	int index;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool thread_started;
+	uint64_t assists;         /* instructions completed by the emulation assist */
+};
+
+/* Devices are behind an ops table; each owns its state struct. */
+struct device_ops {
+	const char *name;
+	void (*reset)(void *dev);
+	/* Versioned save/load of the device's own state (used by snapshots). Optional
+	 * until the state issue; a device without them makes snapshotting fail. */
+	int (*save)(void *dev, void **buf, size_t *len);
+	int (*load)(void *dev, const void *buf, size_t len);
+	void (*destroy)(void *dev);
+};
+struct device {
+	const struct device_ops *ops;
+	void *dev;
+};
+
+struct vm {
+	struct vm_config cfg;
+	int kvm_fd, vm_fd;
+	int vcpu_mmap_size;
+	struct guest_mem mem;
+	struct io_bus io;
+	struct irqchip irq;
+	struct bus bus;
+	int ncpus;
+	struct vcpu cpu[VM_MAX_CPUS];
+	unsigned ndevices;
+	struct device devices[VM_MAX_DEVICES];
+	void *uart;               /* the console UART (for input from the terminal) */
+
+	/* End of the VM: first writer wins, other vCPUs are kicked out of KVM_RUN. */
+	pthread_mutex_t end_lock;
+	volatile int ending;
+	enum vm_end_reason end_reason;
+	int end_status;
+	char end_msg[256];
+
+	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */
+};
+
+/* Create the VM: probe KVM, memory, irqchip, platform devices, load the kernel,
+ * set up vCPUs. On failure returns negative errno with err_msg() set. */
+int vm_create(const struct vm_config *cfg, struct vm **out);
+/* Run all vCPUs until the guest ends; returns the exit status the process should use. */
+int vm_run(struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* Ask the VM to end (callable from any thread: devices, vCPUs, signal thread). */
+void vm_request_end(struct vm *vm, enum vm_end_reason reason, int status, const char *msg);
+int vm_add_device(struct vm *vm, const struct device_ops *ops, void *dev);
+
+/* Open /dev/kvm and create a throwaway VM to prove KVM works; checks the
+ * capabilities vmsvc relies on and names any that is missing. */
+int kvm_probe(int *kvm_fd_out);
+
+#endif

@@ -1,0 +1,19 @@
+/* CLI internals: subcommands and the terminal console. */
+#ifndef VMSVC_CLI_H
+#define VMSVC_CLI_H
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+int cmd_run(int argc, char **argv);
+
+/* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
+int parse_size(const char *s, uint64_t *out);
+
+/* Terminal console: raw mode + escape sequence (Ctrl-A x) + input to the UART.
+ * The terminal is restored on every exit path (normal, signal, crash, exit()). */
+int console_start(struct vm *vm, int in_fd);
+void console_stop(void);
+void console_restore_terminal(void);
+
+#endif

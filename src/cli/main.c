@@ -1,0 +1,60 @@
+/* vmsvc command line: subcommand dispatch. Only this folder may exit(). */
+#include <stdio.h>
+#include <string.h>
+#include "cli/cli.h"
+
+static int cmd_version(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("vmsvc %s\n", VMSVC_VERSION);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vmsvc <command> [options]\n"
+		"\n"
+		"A lightweight KVM virtual machine monitor.\n"
+		"\n"
+		"commands:\n"
+		"  run       boot a guest kernel and connect its serial console\n"
+		"  version   print the version\n"
+		"  help      this text (also: vmsvc <command> --help)\n"
+		"\n"
+		"Example: vmsvc run --kernel bzImage --initrd initrd.img --append \"console=ttyS0\" --mem 512M\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	usage(stdout);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} commands[] = {
+	{ "run", cmd_run },
+	{ "version", cmd_version },
+	{ "--version", cmd_version },
+	{ "help", cmd_help },
+	{ "--help", cmd_help },
+	{ "-h", cmd_help },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "vmsvc: unknown command '%s' (try 'vmsvc --help')\n", argv[1]);
+	return 2;
+}

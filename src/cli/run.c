@@ -1,0 +1,221 @@
+/* `vmsvc run`: boot a guest with its serial console on the terminal or a file. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vmsvc/err.h>
+#include <vmsvc/services.h>
+#include <vmsvc/vm.h>
+#include "cli/cli.h"
+
+/* Exit statuses (documented in README). */
+#define EXIT_START_FAILURE 2
+
+static void run_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vmsvc run --kernel IMAGE [options]\n"
+		"\n"
+		"Boot IMAGE (bzImage, ELF vmlinux, or PVH ELF) and connect its serial console (COM1).\n"
+		"\n"
+		"options:\n"
+		"  -k, --kernel IMAGE       kernel to boot\n"
+		"  -i, --initrd FILE        initial ramdisk (PVH: module 0)\n"
+		"  -a, --append CMDLINE     kernel command line (default: console=ttyS0 reboot=k panic=1)\n"
+		"  -m, --mem SIZE           guest RAM, e.g. 512M, 2G (bare number = MiB; default 512M)\n"
+		"  -c, --cpus N             number of vCPUs (default 1)\n"
+		"      --cpu-features LIST  hide CPU features: -cx16,-xsave,... or the preset\n"
+		"                           'emulator-safe' (for hosts whose KVM emulates guest kernel code)\n"
+		"      --hugepages          back guest RAM with 2 MiB huge pages\n"
+		"  -s, --serial WHERE       stdio (default), file:PATH, or none\n"
+		"      --stats              print exit statistics when the guest ends\n"
+		"  -v, --verbose            more messages;  -q, --quiet  errors only\n"
+		"  -h, --help               this text\n"
+		"\n"
+		"Console: Ctrl-A x quits, Ctrl-A h helps.\n"
+		"Exit status: 0 poweroff/reset/quit, (code << 1) | 1 for a write of code to the\n"
+		"debug-exit port 0xf4 (QEMU isa-debug-exit compatible), 2 could not start,\n"
+		"4 triple fault, 6 emulation failure, 8 other KVM/VMM failure, 128+N signal N.\n");
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	uint64_t mult = 1ULL << 20;
+	switch (toupper((unsigned char)*end)) {
+	case 0: break;
+	case 'B': mult = 1; break;
+	case 'K': mult = 1ULL << 10; break;
+	case 'M': mult = 1ULL << 20; break;
+	case 'G': mult = 1ULL << 30; break;
+	case 'T': mult = 1ULL << 40; break;
+	default: return -EINVAL;
+	}
+	if (*end && end[1] && !(toupper((unsigned char)end[1]) == 'I' && toupper((unsigned char)end[2]) == 'B' && !end[3]) &&
+	    !(toupper((unsigned char)end[1]) == 'B' && !end[2]))
+		return -EINVAL;
+	if (v > UINT64_MAX / mult)
+		return -ERANGE;
+	*out = v * mult;
+	return 0;
+}
+
+struct signal_waiter {
+	struct vm *vm;
+	sigset_t set;
+};
+
+static void *signal_thread(void *arg)
+{
+	struct signal_waiter *w = arg;
+	int sig;
+	if (sigwait(&w->set, &sig) == 0) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "stopped by signal %d (%s)", sig, strsignal(sig));
+		vm_request_end(w->vm, VM_END_USER, 128 + sig, msg);
+	}
+	return NULL;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kernel", required_argument, 0, 'k' },  { "initrd", required_argument, 0, 'i' },
+		{ "append", required_argument, 0, 'a' },  { "mem", required_argument, 0, 'm' },
+		{ "cpus", required_argument, 0, 'c' },    { "cpu-features", required_argument, 0, 'F' },
+		{ "hugepages", no_argument, 0, 'H' },     { "serial", required_argument, 0, 's' },
+		{ "stats", no_argument, 0, 'S' },         { "verbose", no_argument, 0, 'v' },
+		{ "quiet", no_argument, 0, 'q' },         { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
+				 .serial_in_fd = STDIN_FILENO };
+	const char *serial = "stdio";
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:vqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': cfg.kernel = optarg; break;
+		case 'i': cfg.initrd = optarg; break;
+		case 'a': cfg.cmdline = optarg; break;
+		case 'm':
+			if (parse_size(optarg, &cfg.mem_size) < 0) {
+				fprintf(stderr, "vmsvc: --mem '%s': not a size (e.g. 512M, 2G)\n", optarg);
+				return EXIT_START_FAILURE;
+			}
+			break;
+		case 'c': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > VM_MAX_CPUS) {
+				fprintf(stderr, "vmsvc: --cpus '%s': expected 1..%d\n", optarg, VM_MAX_CPUS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.ncpus = (int)n;
+			break;
+		}
+		case 'F': cfg.cpu_features = optarg; break;
+		case 'H': cfg.hugepages = true; break;
+		case 's': serial = optarg; break;
+		case 'S': cfg.stats = true; break;
+		case 'v': log_set_level(2); break;
+		case 'q': log_set_level(0); break;
+		case 'h': run_usage(stdout); return 0;
+		default: run_usage(stderr); return EXIT_START_FAILURE;
+		}
+	}
+	if (optind < argc) {
+		if (!cfg.kernel)
+			fprintf(stderr, "vmsvc: booting a disk image (%s) needs --kernel for now: kernel discovery "
+					"inside images is not implemented yet\n", argv[optind]);
+		else
+			fprintf(stderr, "vmsvc: unexpected argument '%s'\n", argv[optind]);
+		return EXIT_START_FAILURE;
+	}
+	if (!cfg.kernel) {
+		fprintf(stderr, "vmsvc: run: --kernel IMAGE is required (see 'vmsvc run --help')\n");
+		return EXIT_START_FAILURE;
+	}
+	int out_fd = -1;
+	if (!strcmp(serial, "stdio")) {
+		cfg.serial_out_fd = STDOUT_FILENO;
+		cfg.serial_in_fd = STDIN_FILENO;
+	} else if (!strncmp(serial, "file:", 5)) {
+		out_fd = open(serial + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (out_fd < 0) {
+			fprintf(stderr, "vmsvc: --serial %s: %s\n", serial, strerror(errno));
+			return EXIT_START_FAILURE;
+		}
+		cfg.serial_out_fd = out_fd;
+		cfg.serial_in_fd = -1;
+	} else if (!strcmp(serial, "none")) {
+		out_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		cfg.serial_out_fd = out_fd;
+		cfg.serial_in_fd = -1;
+	} else {
+		fprintf(stderr, "vmsvc: --serial '%s': expected stdio, file:PATH or none\n", serial);
+		return EXIT_START_FAILURE;
+	}
+
+	/* Process signals are taken by one thread and turned into a clean VM end. */
+	struct signal_waiter w;
+	sigemptyset(&w.set);
+	sigaddset(&w.set, SIGINT);
+	sigaddset(&w.set, SIGTERM);
+	sigaddset(&w.set, SIGHUP);
+	sigaddset(&w.set, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &w.set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct vm *vm;
+	if (vm_create(&cfg, &vm) < 0) {
+		fprintf(stderr, "vmsvc: %s\n", err_msg());
+		if (out_fd >= 0)
+			close(out_fd);
+		return EXIT_START_FAILURE;
+	}
+	struct stats *stats = NULL;
+	if (cfg.stats && stats_attach(vm, &stats) < 0)
+		log_warn("%s", err_msg());
+	w.vm = vm;
+	pthread_t sig_thread;
+	bool sig_started = pthread_create(&sig_thread, NULL, signal_thread, &w) == 0;
+	if (console_start(vm, cfg.serial_in_fd) < 0)
+		log_warn("console input disabled: %s", err_msg());
+
+	int status = vm_run(vm);
+
+	console_stop();
+	if (sig_started) {
+		pthread_cancel(sig_thread);
+		pthread_join(sig_thread, NULL);
+	}
+	if (vm->end_reason == VM_END_TRIPLE_FAULT || vm->end_reason == VM_END_EMUL_FAILURE ||
+	    vm->end_reason == VM_END_INTERNAL)
+		log_error("guest ended: %s (exit status %d)", vm->end_msg, status);
+	else
+		log_info("guest ended: %s (exit status %d)", vm->end_msg, status);
+	uint64_t unassigned = vm->io.pio.unhandled + vm->io.mmio.unhandled;
+	if (unassigned)
+		log_warn("guest made %llu accesses to unassigned I/O ports (%llu) and MMIO (%llu); they were ignored",
+			 (unsigned long long)unassigned, (unsigned long long)vm->io.pio.unhandled,
+			 (unsigned long long)vm->io.mmio.unhandled);
+	if (stats) {
+		stats_print(stats, stderr);
+		stats_detach(vm, stats);
+	}
+	vm_destroy(vm);
+	if (out_fd >= 0)
+		close(out_fd);
+	return status;
+}
