@@ -1,0 +1,24 @@
+#!/bin/bash
+# Install dependencies, build, and run the whole test suite twice: a normal build
+# (build/) and an AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/).
+# Unit tests (CMocka) and integration tests (test-kit guests on /dev/kvm, and the
+# same guests under QEMU for verdict comparison). Linux boot tests are separate:
+# scripts/test-linux.sh (they take many minutes on hosts without VMX/SVM).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+"$ROOT/scripts/deps.sh"
+JOBS=$(nproc)
+status=0
+for cfg in normal asan; do
+	if [ $cfg = normal ]; then dir=$ROOT/build; args=(); else dir=$ROOT/build-asan; args=(-DVMSVC_SANITIZE=ON); fi
+	echo "=== $cfg build ($dir) ==="
+	BUILD_DIR=$dir "$ROOT/scripts/build.sh" "${args[@]}"
+	labels=()
+	# The sanitizer pass skips the QEMU side (already compared in the normal pass).
+	[ $cfg = asan ] && labels=(-LE qemu)
+	if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir "$dir" --output-on-failure -j"$JOBS" -LE linux "${labels[@]}"; then
+		status=1
+	fi
+done
+exit $status
