@@ -21,16 +21,11 @@ int cpuid_parse_features(const char *spec, struct cpuid_hide *out);
 void cpuid_adjust(struct kvm_cpuid2 *c, unsigned index, unsigned ncpus, const struct cpuid_hide *hide);
 /* Fetch supported CPUID from /dev/kvm (caller frees). */
 int cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out);
-/* cpuid_adjust may append up to CPUID_ADJUST_EXTRA entries (leaf 0xb subleaves KVM
- * left out, missing 0x1f subleaves, the KVM signature leaf): the buffer it gets must
- * have room for c->nent + CPUID_ADJUST_EXTRA entries. cpuid_alloc(n) gives such a
- * buffer with nent = n (zeroed; NULL on ENOMEM), and so does cpuid_get_supported. */
-#define CPUID_ADJUST_EXTRA 8
-struct kvm_cpuid2 *cpuid_alloc(uint32_t nent);
-/* Convenience for vCPU setup: a fresh copy of `supported` adjusted for vCPU
- * `index` (caller frees; pass it to KVM_SET_CPUID2). */
-int cpuid_for_vcpu(const struct kvm_cpuid2 *supported, unsigned index, unsigned ncpus,
-		   const struct cpuid_hide *hide, struct kvm_cpuid2 **out);
+/* Complete a CPUID set with the leaf 0xb subleaves 0..2 (and 0x1f's when 0x1f is
+ * present) that cpuid_adjust fills in; KVM may report only subleaf 0. cpuid_adjust
+ * never adds entries (its buffer may be an exact-size copy), so this runs first:
+ * cpuid_get_supported already calls it. May realloc *c. */
+int cpuid_add_topology_leaves(struct kvm_cpuid2 **c);
 
 /* ---- firmware tables ---- */
 /* Write ACPI tables (RSDP at BOOT_ACPI_ADDR) describing ncpus CPUs (APIC IDs 0..n-1),

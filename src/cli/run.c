@@ -79,7 +79,8 @@ static void *signal_thread(void *arg)
 {
 	struct signal_waiter *w = arg;
 	int sig;
-	if (sigwait(&w->set, &sig) == 0) {
+	/* SIGUSR2 is how cmd_run stops this thread (no pthread_cancel: sanitizers dislike it). */
+	if (sigwait(&w->set, &sig) == 0 && sig != SIGUSR2) {
 		char msg[64];
 		snprintf(msg, sizeof(msg), "stopped by signal %d (%s)", sig, strsignal(sig));
 		vm_request_end(w->vm, VM_END_USER, 128 + sig, msg);
@@ -174,6 +175,7 @@ int cmd_run(int argc, char **argv)
 	sigaddset(&w.set, SIGTERM);
 	sigaddset(&w.set, SIGHUP);
 	sigaddset(&w.set, SIGQUIT);
+	sigaddset(&w.set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &w.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -197,7 +199,7 @@ int cmd_run(int argc, char **argv)
 
 	console_stop();
 	if (sig_started) {
-		pthread_cancel(sig_thread);
+		pthread_kill(sig_thread, SIGUSR2);
 		pthread_join(sig_thread, NULL);
 	}
 	if (vm->end_reason == VM_END_TRIPLE_FAULT || vm->end_reason == VM_END_EMUL_FAILURE ||

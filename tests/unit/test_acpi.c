@@ -1,0 +1,277 @@
+/* ACPI and MP tables: build them in a fake 16 MiB guest and walk them the way a
+ * guest would (RSDP -> XSDT -> tables, MP floating pointer -> config table). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <vmsvc/boot.h>
+#include <vmsvc/err.h>
+#include <vmsvc/mem.h>
+#include <vmsvc/platform.h>
+
+#define RAM (16u << 20)
+
+struct fake {
+	struct guest_mem mem;
+	uint8_t *ram;
+};
+
+static int setup(void **state)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+	f->ram = calloc(1, RAM);
+	f->mem.fd = -1;
+	f->mem.ram_size = RAM;
+	f->mem.nregions = 1;
+	f->mem.region[0] = (struct mem_region){ .gpa = 0, .size = RAM, .hva = f->ram };
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fake *f = *state;
+	free(f->ram);
+	free(f);
+	return 0;
+}
+
+static uint8_t sum(const uint8_t *p, size_t len)
+{
+	uint8_t s = 0;
+	while (len--)
+		s += *p++;
+	return s;
+}
+static uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Checked pointer to a whole ACPI table at gpa: signature, length, checksum. */
+static const uint8_t *table(struct fake *f, uint64_t gpa, const char *sig)
+{
+	assert_true(gpa >= BOOT_ACPI_ADDR && gpa < MPTABLE_ADDR);
+	const uint8_t *t = f->ram + gpa;
+	assert_memory_equal(t, sig, 4);
+	uint32_t len = rd32(t + 4);
+	assert_true(len >= 36 && gpa + len <= MPTABLE_ADDR);
+	assert_int_equal(sum(t, len), 0);
+	assert_memory_equal(t + 10, "VMSVC ", 6);
+	return t;
+}
+
+/* Find a table through RSDP -> XSDT; also checks the RSDT points to the same. */
+static const uint8_t *find(struct fake *f, uint64_t rsdp_gpa, const char *sig)
+{
+	const uint8_t *rsdp = f->ram + rsdp_gpa;
+	const uint8_t *xsdt = table(f, rd64(rsdp + 24), "XSDT");
+	const uint8_t *rsdt = table(f, rd32(rsdp + 16), "RSDT");
+	unsigned n = (rd32(xsdt + 4) - 36) / 8;
+	assert_int_equal((rd32(rsdt + 4) - 36) / 4, n);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t a = rd64(xsdt + 36 + 8 * i);
+		assert_int_equal(rd32(rsdt + 36 + 4 * i), a);
+		if (memcmp(f->ram + a, sig, 4) == 0)
+			return table(f, a, sig);
+	}
+	fail_msg("table %s not in XSDT", sig);
+	return NULL;
+}
+
+static void check_acpi(struct fake *f, unsigned ncpus)
+{
+	memset(f->ram, 0xa5, RAM); /* tables must not rely on zeroed memory */
+	uint64_t rsdp = 0;
+	assert_int_equal(platform_write_tables(&f->mem, ncpus, &rsdp), 0);
+	assert_int_equal(rsdp, BOOT_ACPI_ADDR);
+
+	/* RSDP: ACPI 2.0, both checksums, 16-byte aligned (Linux scans for it) */
+	const uint8_t *r = f->ram + rsdp;
+	assert_memory_equal(r, "RSD PTR ", 8);
+	assert_int_equal(rsdp % 16, 0);
+	assert_int_equal(r[15], 2);
+	assert_int_equal(rd32(r + 20), 36);
+	assert_int_equal(sum(r, 20), 0);
+	assert_int_equal(sum(r, 36), 0);
+
+	/* FADT */
+	const uint8_t *fadt = find(f, rsdp, "FACP");
+	assert_int_equal(rd32(fadt + 4), 276);
+	assert_int_equal(fadt[8], 6);
+	assert_int_equal(rd16(fadt + 46), 9);               /* SCI_INT */
+	assert_int_equal(rd32(fadt + 48), 0);               /* SMI_CMD: always ACPI mode */
+	assert_int_equal(rd32(fadt + 56), PM1A_EVT_PORT);
+	assert_int_equal(rd32(fadt + 64), PM1A_CNT_PORT);
+	assert_int_equal(rd32(fadt + 76), 0);               /* no PM timer */
+	assert_int_equal(fadt[88], 4);
+	assert_int_equal(fadt[89], 2);
+	assert_true(rd32(fadt + 112) & (1u << 0));          /* WBINVD */
+	assert_true(rd32(fadt + 112) & (1u << 10));         /* RESET_REG_SUP */
+	assert_false(rd32(fadt + 112) & (1u << 20));        /* not HW_REDUCED_ACPI */
+	assert_true(rd16(fadt + 109) & (1u << 2));          /* VGA not present */
+	assert_false(rd16(fadt + 109) & (1u << 3));         /* MSI allowed */
+	assert_int_equal(fadt[116], 1);                     /* RESET_REG: I/O */
+	assert_int_equal(fadt[117], 8);
+	assert_int_equal(rd64(fadt + 120), RESET_PORT);
+	assert_int_equal(fadt[128], 6);
+	assert_int_equal(fadt[148], 1);                     /* X_PM1a_EVT_BLK */
+	assert_int_equal(fadt[149], 32);
+	assert_int_equal(rd64(fadt + 152), PM1A_EVT_PORT);
+	assert_int_equal(fadt[172], 1);                     /* X_PM1a_CNT_BLK */
+	assert_int_equal(fadt[173], 16);
+	assert_int_equal(rd64(fadt + 176), PM1A_CNT_PORT);
+	/* FACS (not checksummed, 64-byte aligned) */
+	uint32_t facs = rd32(fadt + 36);
+	assert_int_equal(facs % 64, 0);
+	assert_memory_equal(f->ram + facs, "FACS", 4);
+	assert_int_equal(rd32(f->ram + facs + 4), 64);
+
+	/* DSDT with Name (_S5, Package (4) {5, 5, 0, 0}) */
+	assert_int_equal(rd32(fadt + 40), rd64(fadt + 140));
+	const uint8_t *dsdt = table(f, rd64(fadt + 140), "DSDT");
+	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00 };
+	uint32_t dlen = rd32(dsdt + 4);
+	assert_int_equal(dlen, 36 + sizeof(s5));
+	assert_memory_equal(dsdt + 36, s5, sizeof(s5));
+
+	/* MADT: one LAPIC per vCPU + IOAPIC + 2 overrides + LAPIC NMI */
+	const uint8_t *madt = find(f, rsdp, "APIC");
+	assert_int_equal(rd32(madt + 36), 0xfee00000);
+	assert_int_equal(rd32(madt + 40), 1);
+	uint32_t mlen = rd32(madt + 4);
+	unsigned count[6] = { 0 }, total = 0;
+	for (uint32_t off = 44; off < mlen;) {
+		const uint8_t *e = madt + off;
+		assert_true(e[1] >= 2 && off + e[1] <= mlen);
+		assert_true(e[0] < 6);
+		if (e[0] == 0) {
+			assert_int_equal(e[2], count[0]);      /* UID = index */
+			assert_int_equal(e[3], count[0]);      /* APIC ID = index */
+			assert_int_equal(rd32(e + 4), 1);
+		} else if (e[0] == 1) {
+			assert_int_equal(e[2], ncpus);
+			assert_int_equal(rd32(e + 4), 0xfec00000);
+			assert_int_equal(rd32(e + 8), 0);
+		} else if (e[0] == 2) {
+			if (e[3] == 0) {
+				assert_int_equal(rd32(e + 4), 2);
+				assert_int_equal(rd16(e + 8), 0);
+			} else {
+				assert_int_equal(e[3], 9);
+				assert_int_equal(rd32(e + 4), 9);
+				assert_int_equal(rd16(e + 8), 0x000d);
+			}
+		} else if (e[0] == 4) {
+			assert_int_equal(e[2], 0xff);
+			assert_int_equal(e[5], 1);
+		}
+		count[e[0]]++;
+		total++;
+		off += e[1];
+	}
+	assert_int_equal(count[0], ncpus);
+	assert_int_equal(count[1], 1);
+	assert_int_equal(count[2], 2);
+	assert_int_equal(count[4], 1);
+	assert_int_equal(total, ncpus + 4);
+
+	/* MP table: floating pointer in 0xf0000-0xfffff on a 16-byte boundary */
+	const uint8_t *fp = NULL;
+	for (uint64_t a = 0xf0000; a < 0x100000; a += 16)
+		if (memcmp(f->ram + a, "_MP_", 4) == 0 && sum(f->ram + a, 16) == 0) {
+			fp = f->ram + a;
+			break;
+		}
+	assert_non_null(fp);
+	assert_int_equal(fp[8], 1);
+	assert_int_equal(fp[9], 4);
+	assert_int_equal(fp[11], 0);
+	uint32_t cfg = rd32(fp + 4);
+	assert_true(cfg >= 0xf0000 && cfg < 0x100000);
+	const uint8_t *t = f->ram + cfg;
+	assert_memory_equal(t, "PCMP", 4);
+	uint16_t clen = rd16(t + 4);
+	assert_true(cfg + clen <= 0x100000);
+	assert_int_equal(sum(t, clen), 0);
+	assert_int_equal(rd32(t + 36), 0xfee00000);
+	unsigned nent = rd16(t + 34), procs = 0, ioints = 0, lints = 0, n = 0;
+	uint32_t off = 44;
+	for (; off < clen && n < nent; n++) {
+		const uint8_t *e = t + off;
+		switch (e[0]) {
+		case 0:
+			assert_int_equal(e[1], procs);
+			assert_int_equal(e[3], procs == 0 ? 3 : 1); /* enabled, BSP on 0 */
+			procs++;
+			off += 20;
+			break;
+		case 1:
+			assert_memory_equal(e + 2, "ISA   ", 6);
+			off += 8;
+			break;
+		case 2:
+			assert_int_equal(e[1], ncpus);
+			assert_int_equal(rd32(e + 4), 0xfec00000);
+			off += 8;
+			break;
+		case 3:
+			if (e[5] == 0)
+				assert_int_equal(e[7], 2); /* IRQ0 -> pin 2 */
+			else
+				assert_int_equal(e[7], e[5]);
+			assert_int_equal(e[6], ncpus);
+			ioints++;
+			off += 8;
+			break;
+		case 4:
+			assert_int_equal(e[7], lints); /* ExtINT on LINT0, NMI on LINT1 */
+			assert_int_equal(e[1], lints == 0 ? 3 : 1);
+			lints++;
+			off += 8;
+			break;
+		default:
+			fail_msg("bad MP entry type %u", e[0]);
+		}
+	}
+	assert_int_equal(off, clen);
+	assert_int_equal(n, nent);
+	assert_int_equal(procs, ncpus);
+	assert_int_equal(ioints, 15);
+	assert_int_equal(lints, 2);
+}
+
+static void test_tables_1(void **state) { check_acpi(*state, 1); }
+static void test_tables_4(void **state) { check_acpi(*state, 4); }
+static void test_tables_64(void **state) { check_acpi(*state, 64); }
+static void test_tables_254(void **state) { check_acpi(*state, 254); }
+
+static void test_bad_args(void **state)
+{
+	struct fake *f = *state;
+	uint64_t rsdp = 123;
+	assert_int_equal(platform_write_tables(&f->mem, 0, &rsdp), -EINVAL);
+	assert_int_equal(platform_write_tables(&f->mem, 255, &rsdp), -EINVAL);
+	assert_non_null(strstr(err_msg(), "255"));
+	assert_int_equal(rsdp, 123);
+	/* guest RAM that does not reach the BIOS area */
+	struct guest_mem small = f->mem;
+	small.region[0].size = 0x80000;
+	assert_int_equal(platform_write_tables(&small, 1, &rsdp), -EFAULT);
+	assert_non_null(strstr(err_msg(), "0xe0000"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_tables_1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tables_4, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tables_64, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tables_254, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
