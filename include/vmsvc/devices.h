@@ -10,7 +10,8 @@ struct vm;
 
 /* ---- 16550A UART model (usable without a VM, for unit tests) ---- */
 struct uart;
-/* Called with the new level of the interrupt line. */
+/* Called with the new level of the interrupt line (only on changes). Both callbacks
+ * run with the uart's lock held: they must not call back into the same uart. */
 typedef void (*uart_irq_fn)(void *opaque, bool level);
 /* Called for each byte the guest transmits. */
 typedef void (*uart_tx_fn)(void *opaque, uint8_t byte);
