@@ -13,6 +13,14 @@ struct irqchip_ops {
 	int (*set_level)(struct irqchip *c, unsigned gsi, bool level);
 	/* Deliver an MSI message. */
 	int (*signal_msi)(struct irqchip *c, uint64_t addr, uint32_t data);
+	/* MSI routes (for MSI-X vectors delivered through irqfd): allocate a GSI routed
+	 * to (addr, data), change it, free it. Thread-safe. */
+	int (*msi_route_add)(struct irqchip *c, uint64_t addr, uint32_t data, unsigned *gsi);
+	int (*msi_route_set)(struct irqchip *c, unsigned gsi, uint64_t addr, uint32_t data);
+	void (*msi_route_del)(struct irqchip *c, unsigned gsi);
+	/* Bind (assign=true) or unbind an eventfd to a GSI: a write to the eventfd
+	 * raises the interrupt without a trip through the VMM. */
+	int (*irqfd)(struct irqchip *c, unsigned gsi, int eventfd, bool assign);
 	void (*destroy)(struct irqchip *c);
 };
 struct irqchip {
