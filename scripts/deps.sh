@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       liburing-dev libzstd-dev libsodium-dev libcmocka-dev
-      zlib1g-dev liblzma-dev liblz4-dev libext2fs-dev e2fsprogs fdisk
+      zlib1g-dev liblzma-dev liblz4-dev libext2fs-dev e2fsprogs fdisk libbpf-dev
       qemu-system-x86 cpio)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -52,8 +52,6 @@ int mem_init(struct guest_mem *m, uint64_t ram_size, bool hugepages)
 			       hugepages ? " (are hugepages reserved? see /proc/sys/vm/nr_hugepages)" : "");
 	}
 	m->map = p;
-	if (!hugepages)
-		madvise(p, ram_size, MADV_MERGEABLE); /* best effort: KSM across VMs */
 	for (unsigned i = 0; i < m->nregions; i++)
 		m->region[i].hva = m->map + m->region[i].fd_offset;
 	return 0;
