@@ -45,5 +45,14 @@ int port80_attach(struct vm *vm);
 /* Reset control register 0xcf9 (write 0x06/0x0e resets) and the ACPI PM
  * sleep/control ports used by the FADT (poweroff). */
 int pm_attach(struct vm *vm);
+/* The 0xcf9 register for a PCI bus that owns ports 0xcf8-0xcfb (pm_attach does
+ * not register 0xcf9 when vm->pci exists): byte write / read of the VM's pm
+ * device. -ENODEV (read: 0xff) if pm is not attached. */
+int pm_reset_control_write(struct vm *vm, uint8_t val);
+uint8_t pm_reset_control_read(struct vm *vm);
+
+/* ---- PCI devices (include/vmsvc/pci.h, virtio.h) ---- */
+/* virtio-rng on vm->pci: one queue filled from getrandom(2). */
+int virtio_rng_attach(struct vm *vm);
 
 #endif

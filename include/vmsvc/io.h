@@ -37,6 +37,8 @@ void io_bus_destroy(struct io_bus *b);
 int io_register_pio(struct io_bus *b, uint16_t base, uint16_t len, io_handler_fn fn, void *opaque, const char *name);
 int io_register_mmio(struct io_bus *b, uint64_t base, uint64_t len, io_handler_fn fn, void *opaque, const char *name);
 int io_unregister_mmio(struct io_bus *b, uint64_t base);
+/* Remove the port range starting at `base`; -ENOENT if none. */
+int io_unregister_pio(struct io_bus *b, uint16_t base);
 /* Return true if a handler took the access; unhandled reads return all-ones. */
 bool io_pio(struct io_bus *b, uint16_t port, void *data, unsigned size, bool is_write);
 bool io_mmio(struct io_bus *b, uint64_t gpa, void *data, unsigned size, bool is_write);

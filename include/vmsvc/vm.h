@@ -37,9 +37,11 @@ struct vm_config {
 	int serial_out_fd;        /* where UART output goes */
 	int serial_in_fd;         /* where UART input comes from, -1 = none */
 	bool stats;               /* print per-exit-type statistics at exit */
+	bool rng;                 /* virtio-rng PCI device */
 };
 
 struct vm;
+struct pci_bus;
 struct vcpu {
 	struct vm *vm;
 	int index;
@@ -79,6 +81,7 @@ struct vm {
 	unsigned ndevices;
 	struct device devices[VM_MAX_DEVICES];
 	void *uart;               /* the console UART (for input from the terminal) */
+	struct pci_bus *pci;      /* PCI bus 0 (include/vmsvc/pci.h) */
 
 	/* End of the VM: first writer wins, other vCPUs are kicked out of KVM_RUN. */
 	pthread_mutex_t end_lock;

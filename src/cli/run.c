@@ -35,6 +35,7 @@ static void run_usage(FILE *f)
 		"      --hugepages          back guest RAM with 2 MiB huge pages\n"
 		"  -s, --serial WHERE       stdio (default), file:PATH, or none\n"
 		"      --stats              print exit statistics when the guest ends\n"
+		"      --rng                add a virtio-rng PCI device (host getrandom)\n"
 		"  -v, --verbose            more messages;  -q, --quiet  errors only\n"
 		"  -h, --help               this text\n"
 		"\n"
@@ -97,6 +98,7 @@ int cmd_run(int argc, char **argv)
 		{ "hugepages", no_argument, 0, 'H' },     { "serial", required_argument, 0, 's' },
 		{ "stats", no_argument, 0, 'S' },         { "verbose", no_argument, 0, 'v' },
 		{ "quiet", no_argument, 0, 'q' },         { "help", no_argument, 0, 'h' },
+		{ "rng", no_argument, 0, 'R' },
 		{ 0, 0, 0, 0 },
 	};
 	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
@@ -129,6 +131,7 @@ int cmd_run(int argc, char **argv)
 		case 'H': cfg.hugepages = true; break;
 		case 's': serial = optarg; break;
 		case 'S': cfg.stats = true; break;
+		case 'R': cfg.rng = true; break;
 		case 'v': log_set_level(2); break;
 		case 'q': log_set_level(0); break;
 		case 'h': run_usage(stdout); return 0;

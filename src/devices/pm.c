@@ -34,23 +34,33 @@ struct pm {
 	uint16_t pm1_sts, pm1_en, pm1_cnt;
 };
 
-static void reset_port(void *opaque, uint64_t offset, void *data, unsigned size, bool is_write)
+static uint8_t reset_ctl_read(struct pm *p)
 {
-	struct pm *p = opaque;
-	uint8_t *bytes = data;
-	if (!is_write) {
-		pthread_mutex_lock(&p->lock);
-		bytes[0] = p->reset_ctl;
-		pthread_mutex_unlock(&p->lock);
-		memset(bytes + 1, 0xff, size - 1);
-		return;
-	}
-	uint8_t val = bytes[0];
+	pthread_mutex_lock(&p->lock);
+	uint8_t v = p->reset_ctl;
+	pthread_mutex_unlock(&p->lock);
+	return v;
+}
+
+static void reset_ctl_write(struct pm *p, uint8_t val)
+{
 	pthread_mutex_lock(&p->lock);
 	p->reset_ctl = val & (RESET_WRITABLE & ~RESET_RST_CPU);   /* RST_CPU self-clears */
 	pthread_mutex_unlock(&p->lock);
 	if (val & RESET_RST_CPU)
 		vm_request_end(p->vm, VM_END_RESET, 0, "guest reset via port 0xcf9");
+}
+
+static void reset_port(void *opaque, uint64_t offset, void *data, unsigned size, bool is_write)
+{
+	struct pm *p = opaque;
+	uint8_t *bytes = data;
+	if (!is_write) {
+		bytes[0] = reset_ctl_read(p);
+		memset(bytes + 1, 0xff, size - 1);
+		return;
+	}
+	reset_ctl_write(p, bytes[0]);
 }
 
 static void pm1_evt_port(void *opaque, uint64_t offset, void *data, unsigned size, bool is_write)
@@ -187,7 +197,9 @@ int pm_attach(struct vm *vm)
 	pthread_mutex_init(&p->lock, NULL);
 	p->vm = vm;
 	pm_power_on(p);
-	int r = io_register_pio(&vm->io, RESET_PORT, 1, reset_port, p, "reset-control");
+	/* With PCI, 0xcf9 is inside the 0xcf8 address dword the PCI bus owns; it
+	 * forwards byte accesses to pm_reset_control_read/write. */
+	int r = vm->pci ? 0 : io_register_pio(&vm->io, RESET_PORT, 1, reset_port, p, "reset-control");
 	if (r < 0) {
 		pm_destroy(p);
 		return err_prefix(r, "pm");
@@ -198,4 +210,27 @@ int pm_attach(struct vm *vm)
 	    (r = io_register_pio(&vm->io, PM1A_CNT_PORT, 2, pm1_cnt_port, p, "pm1a-cnt")) < 0)
 		return err_prefix(r, "pm");
 	return vm_add_device(vm, &pm_device_ops, p);
+}
+
+static struct pm *pm_of(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i].ops == &pm_device_ops)
+			return vm->devices[i].dev;
+	return NULL;
+}
+
+int pm_reset_control_write(struct vm *vm, uint8_t val)
+{
+	struct pm *p = pm_of(vm);
+	if (!p)
+		return -ENODEV;
+	reset_ctl_write(p, val);
+	return 0;
+}
+
+uint8_t pm_reset_control_read(struct vm *vm)
+{
+	struct pm *p = pm_of(vm);
+	return p ? reset_ctl_read(p) : 0xff;
 }

@@ -66,11 +66,10 @@ int io_register_mmio(struct io_bus *b, uint64_t base, uint64_t len, io_handler_f
 	return r;
 }
 
-int io_unregister_mmio(struct io_bus *b, uint64_t base)
+static int space_del(struct io_bus *b, struct io_space *s, uint64_t base)
 {
 	int ret = -ENOENT;
 	pthread_rwlock_wrlock(&b->lock);
-	struct io_space *s = &b->mmio;
 	for (unsigned i = 0; i < s->n; i++)
 		if (s->r[i].base == base) {
 			memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof(s->r[0]));
@@ -81,6 +80,9 @@ int io_unregister_mmio(struct io_bus *b, uint64_t base)
 	pthread_rwlock_unlock(&b->lock);
 	return ret;
 }
+
+int io_unregister_mmio(struct io_bus *b, uint64_t base) { return space_del(b, &b->mmio, base); }
+int io_unregister_pio(struct io_bus *b, uint16_t base) { return space_del(b, &b->pio, base); }
 
 static bool space_access(struct io_bus *b, struct io_space *s, uint64_t addr, void *data, unsigned size, bool is_write)
 {

@@ -11,6 +11,7 @@
 #include <vmsvc/boot.h>
 #include <vmsvc/devices.h>
 #include <vmsvc/err.h>
+#include <vmsvc/pci.h>
 #include <vmsvc/platform.h>
 #include <vmsvc/vm.h>
 #include "vmm/vcpu.h"
@@ -63,9 +64,14 @@ static int vm_setup_memory(struct vm *vm)
 static int vm_setup_devices(struct vm *vm)
 {
 	int r;
+	/* The PCI bus first: it owns 0xcf8-0xcfb, so pm_attach leaves 0xcf9 to it. */
+	if ((r = pci_bus_create(vm)) < 0)
+		return err_prefix(r, "setting up devices");
 	if ((r = uart_attach(vm, 0x3f8, 4, vm->cfg.serial_out_fd)) < 0 ||
 	    (r = i8042_attach(vm)) < 0 || (r = rtc_attach(vm)) < 0 ||
 	    (r = debugexit_attach(vm, 0xf4, 4)) < 0 || (r = port80_attach(vm)) < 0 || (r = pm_attach(vm)) < 0)
+		return err_prefix(r, "setting up devices");
+	if (vm->cfg.rng && (r = virtio_rng_attach(vm)) < 0)
 		return err_prefix(r, "setting up devices");
 	return 0;
 }

@@ -135,8 +135,16 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	const uint8_t *dsdt = table(f, rd64(fadt + 140), "DSDT");
 	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00 };
 	uint32_t dlen = rd32(dsdt + 4);
-	assert_int_equal(dlen, 36 + sizeof(s5));
+	assert_true(dlen >= 36 + sizeof(s5));
 	assert_memory_equal(dsdt + 36, s5, sizeof(s5));
+	/* then Scope (\_SB) { Device (PCI0) { Name (_HID, EisaId ("PNP0A03")) ... */
+	static const uint8_t pci0[] = { 0x5b, 0x82 };   /* DeviceOp */
+	static const uint8_t hid[] = { 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03 };
+	assert_non_null(memmem(dsdt + 36, dlen - 36, "PCI0", 4));
+	assert_non_null(memmem(dsdt + 36, dlen - 36, pci0, sizeof(pci0)));
+	assert_non_null(memmem(dsdt + 36, dlen - 36, hid, sizeof(hid)));
+	assert_non_null(memmem(dsdt + 36, dlen - 36, "_CRS", 4));
+	assert_non_null(memmem(dsdt + 36, dlen - 36, "_PRT", 4));
 
 	/* MADT: one LAPIC per vCPU + IOAPIC + 2 overrides + LAPIC NMI */
 	const uint8_t *madt = find(f, rsdp, "APIC");
