@@ -54,5 +54,9 @@ uint8_t pm_reset_control_read(struct vm *vm);
 /* ---- PCI devices (include/vmsvc/pci.h, virtio.h) ---- */
 /* virtio-rng on vm->pci: one queue filled from getrandom(2). */
 int virtio_rng_attach(struct vm *vm);
+/* virtio-blk on vm->pci for one --disk spec (see struct vm_config). */
+int virtio_blk_attach(struct vm *vm, const char *spec);
+/* virtio-net on vm->pci for one --net spec (see struct vm_config). */
+int virtio_net_attach(struct vm *vm, const char *spec);
 
 #endif

@@ -12,6 +12,8 @@
 
 #define VM_MAX_CPUS 64
 #define VM_MAX_DEVICES 32
+#define VM_MAX_DISKS 8
+#define VM_MAX_NETS 4
 
 /* How the guest ended; decides the process exit status. */
 enum vm_end_reason {
@@ -38,6 +40,12 @@ struct vm_config {
 	int serial_in_fd;         /* where UART input comes from, -1 = none */
 	bool stats;               /* print per-exit-type statistics at exit */
 	bool rng;                 /* virtio-rng PCI device */
+	/* virtio-blk disks: "PATH[,ro][,overlay=FILE|,ephemeral][,serial=S][,cache=none]" */
+	unsigned ndisks;
+	const char *disks[VM_MAX_DISKS];
+	/* virtio-net NICs: "tap=NAME[,mac=MAC][,capture=FILE.pcap][,create=on]" */
+	unsigned nnets;
+	const char *nets[VM_MAX_NETS];
 };
 
 struct vm;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
+#include <vmsvc/imgboot.h>
 #include <vmsvc/services.h>
 #include <vmsvc/vm.h>
 #include "cli/cli.h"
@@ -21,8 +22,12 @@ static void run_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vmsvc run --kernel IMAGE [options]\n"
+		"       vmsvc run DISK.img [options]\n"
 		"\n"
 		"Boot IMAGE (bzImage, ELF vmlinux, or PVH ELF) and connect its serial console (COM1).\n"
+		"With a disk image instead of --kernel, the kernel and initrd are taken from the\n"
+		"image's ext2/3/4 file system (bare or in an MBR/GPT partition), the image is\n"
+		"attached as /dev/vda and booted with root= pointing at it.\n"
 		"\n"
 		"options:\n"
 		"  -k, --kernel IMAGE       kernel to boot\n"
@@ -36,6 +41,10 @@ static void run_usage(FILE *f)
 		"  -s, --serial WHERE       stdio (default), file:PATH, or none\n"
 		"      --stats              print exit statistics when the guest ends\n"
 		"      --rng                add a virtio-rng PCI device (host getrandom)\n"
+		"  -d, --disk SPEC          virtio-blk disk: PATH[,ro][,overlay=FILE|,ephemeral]\n"
+		"                           [,serial=ID][,cache=none]  (repeatable)\n"
+		"  -n, --net SPEC           virtio-net NIC: tap=NAME[,mac=MAC][,capture=FILE.pcap]\n"
+		"                           [,create=on]  (repeatable)\n"
 		"  -v, --verbose            more messages;  -q, --quiet  errors only\n"
 		"  -h, --help               this text\n"
 		"\n"
@@ -89,67 +98,33 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-int cmd_run(int argc, char **argv)
+/* KVM tears a VM down synchronously when its last file descriptor closes; with the
+ * in-kernel PIT that takes ~20 ms on some hosts (its worker thread is stopped).
+ * The guest has ended and its exit status is known, so the caller should not wait:
+ * a short-lived child inherits the KVM descriptors, holds the last references and
+ * pays for the teardown after we have exited. It closes stdio first so that nobody
+ * waiting on our output pipes waits for it. VMSVC_SYNC_TEARDOWN=1 disables this. */
+static void teardown_in_background(void)
 {
-	static const struct option opts[] = {
-		{ "kernel", required_argument, 0, 'k' },  { "initrd", required_argument, 0, 'i' },
-		{ "append", required_argument, 0, 'a' },  { "mem", required_argument, 0, 'm' },
-		{ "cpus", required_argument, 0, 'c' },    { "cpu-features", required_argument, 0, 'F' },
-		{ "hugepages", no_argument, 0, 'H' },     { "serial", required_argument, 0, 's' },
-		{ "stats", no_argument, 0, 'S' },         { "verbose", no_argument, 0, 'v' },
-		{ "quiet", no_argument, 0, 'q' },         { "help", no_argument, 0, 'h' },
-		{ "rng", no_argument, 0, 'R' },
-		{ 0, 0, 0, 0 },
-	};
-	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
-				 .serial_in_fd = STDIN_FILENO };
-	const char *serial = "stdio";
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:vqh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'k': cfg.kernel = optarg; break;
-		case 'i': cfg.initrd = optarg; break;
-		case 'a': cfg.cmdline = optarg; break;
-		case 'm':
-			if (parse_size(optarg, &cfg.mem_size) < 0) {
-				fprintf(stderr, "vmsvc: --mem '%s': not a size (e.g. 512M, 2G)\n", optarg);
-				return EXIT_START_FAILURE;
-			}
-			break;
-		case 'c': {
-			char *end;
-			long n = strtol(optarg, &end, 10);
-			if (*end || n < 1 || n > VM_MAX_CPUS) {
-				fprintf(stderr, "vmsvc: --cpus '%s': expected 1..%d\n", optarg, VM_MAX_CPUS);
-				return EXIT_START_FAILURE;
-			}
-			cfg.ncpus = (int)n;
-			break;
+	const char *sync = getenv("VMSVC_SYNC_TEARDOWN");
+	if (sync && *sync && strcmp(sync, "0"))
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* Only async-signal-safe calls here: we are a fork of a threaded process. */
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
 		}
-		case 'F': cfg.cpu_features = optarg; break;
-		case 'H': cfg.hugepages = true; break;
-		case 's': serial = optarg; break;
-		case 'S': cfg.stats = true; break;
-		case 'R': cfg.rng = true; break;
-		case 'v': log_set_level(2); break;
-		case 'q': log_set_level(0); break;
-		case 'h': run_usage(stdout); return 0;
-		default: run_usage(stderr); return EXIT_START_FAILURE;
-		}
+		_exit(0);
 	}
-	if (optind < argc) {
-		if (!cfg.kernel)
-			fprintf(stderr, "vmsvc: booting a disk image (%s) needs --kernel for now: kernel discovery "
-					"inside images is not implemented yet\n", argv[optind]);
-		else
-			fprintf(stderr, "vmsvc: unexpected argument '%s'\n", argv[optind]);
-		return EXIT_START_FAILURE;
-	}
-	if (!cfg.kernel) {
-		fprintf(stderr, "vmsvc: run: --kernel IMAGE is required (see 'vmsvc run --help')\n");
-		return EXIT_START_FAILURE;
-	}
+	/* On fork failure the teardown simply happens in this process. */
+}
+
+static int run_configured(struct vm_config cfg, const char *serial)
+{
 	int out_fd = -1;
 	if (!strcmp(serial, "stdio")) {
 		cfg.serial_out_fd = STDOUT_FILENO;
@@ -219,8 +194,129 @@ int cmd_run(int argc, char **argv)
 		stats_print(stats, stderr);
 		stats_detach(vm, stats);
 	}
+	teardown_in_background();
 	vm_destroy(vm);
 	if (out_fd >= 0)
 		close(out_fd);
+	return status;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kernel", required_argument, 0, 'k' },  { "initrd", required_argument, 0, 'i' },
+		{ "append", required_argument, 0, 'a' },  { "mem", required_argument, 0, 'm' },
+		{ "cpus", required_argument, 0, 'c' },    { "cpu-features", required_argument, 0, 'F' },
+		{ "hugepages", no_argument, 0, 'H' },     { "serial", required_argument, 0, 's' },
+		{ "stats", no_argument, 0, 'S' },         { "verbose", no_argument, 0, 'v' },
+		{ "quiet", no_argument, 0, 'q' },         { "help", no_argument, 0, 'h' },
+		{ "rng", no_argument, 0, 'R' },
+		{ "disk", required_argument, 0, 'd' },    { "net", required_argument, 0, 'n' },
+		{ 0, 0, 0, 0 },
+	};
+	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
+				 .serial_in_fd = STDIN_FILENO };
+	const char *serial = "stdio";
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:d:n:vqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': cfg.kernel = optarg; break;
+		case 'i': cfg.initrd = optarg; break;
+		case 'a': cfg.cmdline = optarg; break;
+		case 'm':
+			if (parse_size(optarg, &cfg.mem_size) < 0) {
+				fprintf(stderr, "vmsvc: --mem '%s': not a size (e.g. 512M, 2G)\n", optarg);
+				return EXIT_START_FAILURE;
+			}
+			break;
+		case 'c': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > VM_MAX_CPUS) {
+				fprintf(stderr, "vmsvc: --cpus '%s': expected 1..%d\n", optarg, VM_MAX_CPUS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.ncpus = (int)n;
+			break;
+		}
+		case 'F': cfg.cpu_features = optarg; break;
+		case 'H': cfg.hugepages = true; break;
+		case 's': serial = optarg; break;
+		case 'S': cfg.stats = true; break;
+		case 'R': cfg.rng = true; break;
+		case 'd':
+			if (cfg.ndisks == VM_MAX_DISKS) {
+				fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.disks[cfg.ndisks++] = optarg;
+			break;
+		case 'n':
+			if (cfg.nnets == VM_MAX_NETS) {
+				fprintf(stderr, "vmsvc: at most %d --net options\n", VM_MAX_NETS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.nets[cfg.nnets++] = optarg;
+			break;
+		case 'v': log_set_level(2); break;
+		case 'q': log_set_level(0); break;
+		case 'h': run_usage(stdout); return 0;
+		default: run_usage(stderr); return EXIT_START_FAILURE;
+		}
+	}
+	/* `vmsvc run guest.img`: the kernel comes from inside the image. */
+	struct imgboot_result img = { .kernel_fd = -1, .initrd_fd = -1 };
+	char *img_cmdline = NULL, *img_disk = NULL;
+	if (optind < argc) {
+		if (cfg.kernel || optind + 1 < argc) {
+			fprintf(stderr, "vmsvc: unexpected argument '%s' (a disk image replaces --kernel)\n",
+				argv[cfg.kernel ? optind : optind + 1]);
+			return EXIT_START_FAILURE;
+		}
+		if (cfg.ndisks == VM_MAX_DISKS) {
+			fprintf(stderr, "vmsvc: too many disks\n");
+			return EXIT_START_FAILURE;
+		}
+		const char *image = argv[optind];
+		if (imgboot_find(image, &img) < 0) {
+			fprintf(stderr, "vmsvc: %s\n", err_msg());
+			return EXIT_START_FAILURE;
+		}
+		cfg.kernel = img.kernel_path;
+		if (img.initrd_path[0] && !cfg.initrd)
+			cfg.initrd = img.initrd_path;
+		/* The image is the first disk (/dev/vda), so root= names it; the user's
+		 * --append comes last and wins. Disk options (,overlay=...) may be given
+		 * by repeating the image in --disk; otherwise it is attached read-write. */
+		if (asprintf(&img_cmdline, "console=ttyS0 reboot=k panic=1 root=%s rootfstype=%s rw%s%s", img.root_dev,
+			     img.fs_type, cfg.cmdline ? " " : "", cfg.cmdline ? cfg.cmdline : "") < 0 ||
+		    asprintf(&img_disk, "%s", image) < 0) {
+			fprintf(stderr, "vmsvc: out of memory\n");
+			imgboot_release(&img);
+			return EXIT_START_FAILURE;
+		}
+		cfg.cmdline = img_cmdline;
+		bool have = false;
+		for (unsigned i = 0; i < cfg.ndisks; i++)
+			if (!strncmp(cfg.disks[i], image, strlen(image)) &&
+			    (cfg.disks[i][strlen(image)] == 0 || cfg.disks[i][strlen(image)] == ','))
+				have = true;
+		if (!have) {
+			memmove(&cfg.disks[1], &cfg.disks[0], cfg.ndisks * sizeof(cfg.disks[0]));
+			cfg.disks[0] = img_disk;
+			cfg.ndisks++;
+		}
+		log_info("%s: booting %s%s%s from %s partition %d, root=%s", image, img.kernel_file,
+			 img.initrd_file[0] ? " with " : "", img.initrd_file, img.table, img.partition, img.root_dev);
+	}
+	if (!cfg.kernel) {
+		fprintf(stderr, "vmsvc: run: --kernel IMAGE or a disk image is required (see 'vmsvc run --help')\n");
+		return EXIT_START_FAILURE;
+	}
+	int status = run_configured(cfg, serial);
+	imgboot_release(&img);
+	free(img_cmdline);
+	free(img_disk);
 	return status;
 }

@@ -71,6 +71,12 @@ static int vm_setup_devices(struct vm *vm)
 	    (r = i8042_attach(vm)) < 0 || (r = rtc_attach(vm)) < 0 ||
 	    (r = debugexit_attach(vm, 0xf4, 4)) < 0 || (r = port80_attach(vm)) < 0 || (r = pm_attach(vm)) < 0)
 		return err_prefix(r, "setting up devices");
+	for (unsigned i = 0; i < vm->cfg.ndisks; i++)
+		if ((r = virtio_blk_attach(vm, vm->cfg.disks[i])) < 0)
+			return err_prefix(r, "--disk %s", vm->cfg.disks[i]);
+	for (unsigned i = 0; i < vm->cfg.nnets; i++)
+		if ((r = virtio_net_attach(vm, vm->cfg.nets[i])) < 0)
+			return err_prefix(r, "--net %s", vm->cfg.nets[i]);
 	if (vm->cfg.rng && (r = virtio_rng_attach(vm)) < 0)
 		return err_prefix(r, "setting up devices");
 	return 0;
