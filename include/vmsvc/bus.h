@@ -22,6 +22,8 @@ enum bus_event_type {
 	BUS_EV_EMUL_ASSIST,    /* the VMM completed an instruction KVM could not emulate */
 	BUS_EV_VM_STARTED,
 	BUS_EV_VM_STOPPED,
+	BUS_EV_VM_PAUSED,
+	BUS_EV_VM_RESUMED,
 	BUS_EV_GUEST_END,      /* guest asked to end: poweroff, reset, debug-exit */
 	BUS_EV__COUNT
 };

@@ -94,6 +94,14 @@ struct vm {
 	/* End of the VM: first writer wins, other vCPUs are kicked out of KVM_RUN. */
 	pthread_mutex_t end_lock;
 	volatile int ending;
+
+	/* Pause: vCPU threads park outside KVM_RUN (after completing any pending I/O
+	 * exit) until resumed. Protected by pause_lock. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;   /* signalled when parked changes or on resume */
+	int pause_depth;             /* nested pause requests */
+	int parked;                  /* vCPU threads currently parked */
+	int running_threads;         /* vCPU threads inside their run loop */
 	enum vm_end_reason end_reason;
 	int end_status;
 	char end_msg[256];
@@ -111,6 +119,13 @@ void vm_destroy(struct vm *vm);
 /* Ask the VM to end (callable from any thread: devices, vCPUs, signal thread). */
 void vm_request_end(struct vm *vm, enum vm_end_reason reason, int status, const char *msg);
 int vm_add_device(struct vm *vm, const struct device_ops *ops, void *dev);
+
+/* Stop all vCPUs (returns once every vCPU thread is parked with no KVM exit
+ * pending) / let them run again. Nestable and callable from any thread except a
+ * vCPU thread; -EBUSY if the VM is ending. Publishes BUS_EV_VM_PAUSED/RESUMED. */
+int vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
 
 /* Open /dev/kvm and create a throwaway VM to prove KVM works; checks the
  * capabilities vmsvc relies on and names any that is missing. */

@@ -70,6 +70,8 @@ const char *bus_event_name(enum bus_event_type t)
 		[BUS_EV_EMUL_ASSIST] = "emul.assist",
 		[BUS_EV_VM_STARTED] = "vm.started",
 		[BUS_EV_VM_STOPPED] = "vm.stopped",
+		[BUS_EV_VM_PAUSED] = "vm.paused",
+		[BUS_EV_VM_RESUMED] = "vm.resumed",
 		[BUS_EV_GUEST_END] = "guest.end",
 	};
 	return (unsigned)t < BUS_EV__COUNT && names[t] ? names[t] : "unknown";

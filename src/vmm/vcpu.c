@@ -306,6 +306,22 @@ static void vcpu_dispatch_exit(struct vcpu *c)
 	}
 }
 
+/* Park this vCPU while the VM is paused (called right after an EINTR exit, when
+ * no I/O completion is pending inside KVM). */
+static void vcpu_park_if_paused(struct vcpu *c)
+{
+	struct vm *vm = c->vm;
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->pause_depth && !vm->ending) {
+		vm->parked++;
+		pthread_cond_broadcast(&vm->pause_cond);
+		while (vm->pause_depth && !vm->ending)
+			pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+		vm->parked--;
+	}
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *c = arg;
@@ -317,13 +333,22 @@ static void *vcpu_thread(void *arg)
 	sigaddset(&set, KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
-	while (!__atomic_load_n(&c->vm->ending, __ATOMIC_ACQUIRE)) {
+	struct vm *vm = c->vm;
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->running_threads++;
+	pthread_mutex_unlock(&vm->pause_lock);
+	while (!__atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE)) {
+		/* A pause request sets immediate_exit, so KVM_RUN completes any pending
+		 * I/O exit and returns EINTR at once: only then is the state stable. */
+		if (__atomic_load_n(&vm->pause_depth, __ATOMIC_ACQUIRE))
+			__atomic_store_n(&c->run->immediate_exit, 1, __ATOMIC_RELEASE);
 		int r = ioctl(c->fd, KVM_RUN, 0);
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				c->run->immediate_exit = 0;
 				struct bus_event ev = { .type = BUS_EV_EXIT_INTR, .vcpu = c->index, .exit_reason = KVM_EXIT_INTR };
-				bus_publish(&c->vm->bus, &ev);
+				bus_publish(&vm->bus, &ev);
+				vcpu_park_if_paused(c);
 				continue;
 			}
 			char why[96];
@@ -334,6 +359,10 @@ static void *vcpu_thread(void *arg)
 		}
 		vcpu_dispatch_exit(c);
 	}
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->running_threads--;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	return NULL;
 }
 

@@ -99,6 +99,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	for (int i = 0; i < VM_MAX_CPUS; i++)
 		vm->cpu[i].fd = -1;
 	pthread_mutex_init(&vm->end_lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->bus);
 	io_bus_init(&vm->io);
 
@@ -181,6 +183,53 @@ void vm_request_end(struct vm *vm, enum vm_end_reason reason, int status, const 
 	}
 	pthread_mutex_unlock(&vm->end_lock);
 	vcpu_kick_all(vm);
+	/* Parked vCPUs must see the end too. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+int vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->ending) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return err_set(EBUSY, "the VM is ending");
+	}
+	bool first = vm->pause_depth++ == 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (first)
+		vcpu_kick_all(vm);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->parked < vm->running_threads && !vm->ending)
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (first) {
+		struct bus_event ev = { .type = BUS_EV_VM_PAUSED, .vcpu = -1 };
+		bus_publish(&vm->bus, &ev);
+	}
+	return 0;
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool last = vm->pause_depth > 0 && --vm->pause_depth == 0;
+	if (last)
+		pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (last) {
+		struct bus_event ev = { .type = BUS_EV_VM_RESUMED, .vcpu = -1 };
+		bus_publish(&vm->bus, &ev);
+	}
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool p = vm->pause_depth > 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return p;
 }
 
 int vm_run(struct vm *vm)
@@ -238,5 +287,7 @@ void vm_destroy(struct vm *vm)
 	mem_free(&vm->mem);
 	io_bus_destroy(&vm->io);
 	pthread_mutex_destroy(&vm->end_lock);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
 	free(vm);
 }
