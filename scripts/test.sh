@@ -7,6 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/scripts/deps.sh"
+# Real-kernel fixtures for the introspection tests (Debian cloud kernel booted under
+# QEMU/TCG, memory dumped; cached in build/vmi). Without them those tests skip.
+"$ROOT/scripts/vmi-fixtures.sh" || echo "test.sh: VMI fixtures unavailable; the fixture tests will skip" >&2
 JOBS=$(nproc)
 status=0
 for cfg in normal asan; do

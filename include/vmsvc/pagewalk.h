@@ -4,6 +4,7 @@
 #ifndef VMSVC_PAGEWALK_H
 #define VMSVC_PAGEWALK_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <vmsvc/mem.h>
 
@@ -15,5 +16,15 @@ int pw_translate(const struct guest_mem *m, const struct pw_regs *r, uint64_t gv
 /* Read/write guest-virtual memory, crossing pages; 0 or -EFAULT. */
 int pw_read(const struct guest_mem *m, const struct pw_regs *r, uint64_t gva, void *dst, unsigned len);
 int pw_write(const struct guest_mem *m, const struct pw_regs *r, uint64_t gva, const void *src, unsigned len);
+
+/* The same walk over any physical memory (memory images, snapshots): `rd` reads
+ * guest-physical bytes and returns 0 or a negative errno. *page_size (may be
+ * NULL) receives the size of the mapping that translated gva (4 KiB, 2 MiB,
+ * 1 GiB, 4 MiB). Returns 0 or -EFAULT. */
+typedef int (*pw_read_phys_fn)(void *opaque, uint64_t gpa, void *dst, size_t len);
+int pw_translate_fn(pw_read_phys_fn rd, void *opaque, const struct pw_regs *r, uint64_t gva, uint64_t *gpa,
+		    bool *writable, uint64_t *page_size);
+/* Read guest-virtual memory through `rd`, crossing pages; 0 or -EFAULT. */
+int pw_read_fn(pw_read_phys_fn rd, void *opaque, const struct pw_regs *r, uint64_t gva, void *dst, size_t len);
 
 #endif

@@ -6,6 +6,7 @@
 
 struct vm;
 int cmd_run(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 /* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
 int parse_size(const char *s, uint64_t *out);

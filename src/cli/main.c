@@ -20,6 +20,7 @@ static void usage(FILE *f)
 		"\n"
 		"commands:\n"
 		"  run       boot a guest kernel and connect its serial console\n"
+		"  inspect   introspect a Linux guest's kernel (processes, modules, interfaces)\n"
 		"  version   print the version\n"
 		"  help      this text (also: vmsvc <command> --help)\n"
 		"\n"
@@ -39,6 +40,7 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 } commands[] = {
 	{ "run", cmd_run },
+	{ "inspect", cmd_inspect },
 	{ "version", cmd_version },
 	{ "--version", cmd_version },
 	{ "help", cmd_help },

@@ -13,34 +13,45 @@
 #define PTE_PS (1ULL << 7)
 #define ADDR_MASK 0x000ffffffffff000ULL
 
-static int read_entry(const struct guest_mem *m, uint64_t gpa, unsigned size, uint64_t *val)
+/* Table entries are little-endian and at most 8 bytes; the host is x86 too. */
+static int read_entry(pw_read_phys_fn rd, void *opaque, uint64_t gpa, unsigned size, uint64_t *val)
 {
 	*val = 0;
-	return mem_read(m, gpa, val, size);
+	return rd(opaque, gpa, val, size);
 }
 
-int pw_translate(const struct guest_mem *m, const struct pw_regs *r, uint64_t gva, uint64_t *gpa, bool *writable)
+int pw_translate_fn(pw_read_phys_fn rd, void *opaque, const struct pw_regs *r, uint64_t gva, uint64_t *gpa,
+		    bool *writable, uint64_t *page_size)
 {
 	bool w = true;
-	uint64_t e;
+	uint64_t e, psize = 4096;
 	if (!(r->cr0 & CR0_PG)) {
 		*gpa = gva & 0xffffffffULL;
 		if (writable)
 			*writable = true;
+		if (page_size)
+			*page_size = 4096;
 		return 0;
 	}
 	if (r->efer & EFER_LMA) {
 		int levels = (r->cr4 & CR4_LA57) ? 5 : 4;
+		/* Non-canonical addresses fault (#GP) instead of translating:
+		 * introspection follows guest pointers that may be garbage. */
+		int vbits = levels == 5 ? 57 : 48;
+		uint64_t top = gva >> (vbits - 1);
+		if (top != 0 && top != (~0ULL >> (vbits - 1)))
+			return -EFAULT;
 		uint64_t table = r->cr3 & ADDR_MASK;
 		for (int level = levels; level >= 1; level--) {
 			unsigned shift = 12 + 9 * (level - 1);
 			uint64_t idx = (gva >> shift) & 511;
-			if (read_entry(m, table + idx * 8, 8, &e) < 0 || !(e & PTE_P))
+			if (read_entry(rd, opaque, table + idx * 8, 8, &e) < 0 || !(e & PTE_P))
 				return -EFAULT;
 			w = w && (e & PTE_W);
 			if (level <= 3 && level >= 2 && (e & PTE_PS)) {
 				uint64_t size = 1ULL << shift;
 				*gpa = (e & ADDR_MASK & ~(size - 1)) | (gva & (size - 1));
+				psize = size;
 				goto done;
 			}
 			table = e & ADDR_MASK;
@@ -50,17 +61,18 @@ int pw_translate(const struct guest_mem *m, const struct pw_regs *r, uint64_t gv
 	}
 	if (r->cr4 & CR4_PAE) {
 		uint64_t pdpte;
-		if (read_entry(m, (r->cr3 & 0xffffffe0ULL) + ((gva >> 30) & 3) * 8, 8, &pdpte) < 0 || !(pdpte & PTE_P))
+		if (read_entry(rd, opaque, (r->cr3 & 0xffffffe0ULL) + ((gva >> 30) & 3) * 8, 8, &pdpte) < 0 || !(pdpte & PTE_P))
 			return -EFAULT;
-		if (read_entry(m, (pdpte & ADDR_MASK) + ((gva >> 21) & 511) * 8, 8, &e) < 0 || !(e & PTE_P))
+		if (read_entry(rd, opaque, (pdpte & ADDR_MASK) + ((gva >> 21) & 511) * 8, 8, &e) < 0 || !(e & PTE_P))
 			return -EFAULT;
 		w = e & PTE_W;
 		if (e & PTE_PS) {
 			*gpa = (e & ADDR_MASK & ~0x1fffffULL) | (gva & 0x1fffff);
+			psize = 0x200000;
 			goto done;
 		}
 		uint64_t pte;
-		if (read_entry(m, (e & ADDR_MASK) + ((gva >> 12) & 511) * 8, 8, &pte) < 0 || !(pte & PTE_P))
+		if (read_entry(rd, opaque, (e & ADDR_MASK) + ((gva >> 12) & 511) * 8, 8, &pte) < 0 || !(pte & PTE_P))
 			return -EFAULT;
 		w = w && (pte & PTE_W);
 		*gpa = (pte & ADDR_MASK) | (gva & 0xfff);
@@ -68,21 +80,53 @@ int pw_translate(const struct guest_mem *m, const struct pw_regs *r, uint64_t gv
 	}
 	/* Legacy 32-bit paging. */
 	gva &= 0xffffffffULL;
-	if (read_entry(m, (r->cr3 & 0xfffff000ULL) + (gva >> 22) * 4, 4, &e) < 0 || !(e & PTE_P))
+	if (read_entry(rd, opaque, (r->cr3 & 0xfffff000ULL) + (gva >> 22) * 4, 4, &e) < 0 || !(e & PTE_P))
 		return -EFAULT;
 	w = e & PTE_W;
 	if ((e & PTE_PS) && (r->cr4 & CR4_PSE)) {
 		*gpa = (e & 0xffc00000ULL) | ((e & 0x1fe000ULL) << 19) | (gva & 0x3fffff);
+		psize = 0x400000;
 		goto done;
 	}
 	uint64_t pte;
-	if (read_entry(m, (e & 0xfffff000ULL) + ((gva >> 12) & 1023) * 4, 4, &pte) < 0 || !(pte & PTE_P))
+	if (read_entry(rd, opaque, (e & 0xfffff000ULL) + ((gva >> 12) & 1023) * 4, 4, &pte) < 0 || !(pte & PTE_P))
 		return -EFAULT;
 	w = w && (pte & PTE_W);
 	*gpa = (pte & 0xfffff000ULL) | (gva & 0xfff);
 done:
 	if (writable)
 		*writable = w;
+	if (page_size)
+		*page_size = psize;
+	return 0;
+}
+
+static int guest_mem_rd(void *opaque, uint64_t gpa, void *dst, size_t len)
+{
+	return mem_read(opaque, gpa, dst, len);
+}
+
+int pw_translate(const struct guest_mem *m, const struct pw_regs *r, uint64_t gva, uint64_t *gpa, bool *writable)
+{
+	return pw_translate_fn(guest_mem_rd, (void *)m, r, gva, gpa, writable, NULL);
+}
+
+int pw_read_fn(pw_read_phys_fn rd, void *opaque, const struct pw_regs *r, uint64_t gva, void *dst, size_t len)
+{
+	uint8_t *p = dst;
+	while (len) {
+		size_t chunk = 4096 - (gva & 4095);
+		if (chunk > len)
+			chunk = len;
+		uint64_t gpa;
+		if (pw_translate_fn(rd, opaque, r, gva, &gpa, NULL, NULL) < 0)
+			return -EFAULT;
+		if (rd(opaque, gpa, p, chunk) < 0)
+			return -EFAULT;
+		p += chunk;
+		gva += chunk;
+		len -= chunk;
+	}
 	return 0;
 }
 

@@ -1,0 +1,272 @@
+/* vmsvc inspect: introspect a Linux guest from outside (memory images for now).
+ *
+ *   vmsvc inspect --image FILE [--json] info|ps|lsmod|netdev
+ *
+ * Guest strings (comm, module and device names) are hostile: the table output
+ * replaces non-printable bytes, JSON escapes them. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <vmsvc/err.h>
+#include <vmsvc/vmi.h>
+#include "cli/cli.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vmsvc inspect --image FILE [--json] [--timing] info|ps|lsmod|netdev\n"
+		   "       vmsvc inspect NAME [--json] info|ps|lsmod|netdev   (running VM: not yet available)\n"
+		   "\n"
+		   "Reads a Linux guest's kernel state without a profile: symbols from the kernel's\n"
+		   "kallsyms tables and types from its BTF, both found in guest memory.\n"
+		   "FILE is a QEMU 'dump-guest-memory' ELF core (not compressed) or a raw memory image.\n"
+		   "  info     kernel release, KASLR slide, phys_base, symbol and type counts, hints\n"
+		   "  ps       processes: pid, ppid, uid, state, command name\n"
+		   "  lsmod    loaded modules: name, base address, size\n"
+		   "  netdev   network interfaces of the initial namespace: name, flags, promiscuous\n");
+}
+
+/* Printable copy of a guest string for tables. */
+static const char *clean(const char *s, char *buf, size_t len)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < len; i++)
+		buf[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
+	buf[i] = 0;
+	return buf;
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}
+
+static const char *layout_name(enum vmi_ks_layout l)
+{
+	return l == VMI_KS_NEW ? "6.4+" : l == VMI_KS_OLD_SEQS ? "6.2-6.3 (seqs_of_names)" : "<=6.1";
+}
+
+static int show_info(const struct vmi_kernel *k, bool json)
+{
+	if (json) {
+		printf("{\"release\":");
+		json_str(k->release);
+		printf(",\"text\":\"%#" PRIx64 "\",\"kaslr_slide\":\"%#" PRIx64 "\",\"phys_base\":\"%#" PRIx64
+		       "\",\"symbols\":%zu,\"kallsyms_layout\":\"%s\",\"btf_types\":%u,\"page_tables\":%s,"
+		       "\"levels\":%d,\"hints\":",
+		       k->text, k->kaslr_slide, k->phys_base, k->ks.n, layout_name(k->ks.layout),
+		       k->btf ? vmi_btf_ntypes(k->btf) : 0, k->have_pt ? "true" : "false", k->levels);
+		json_str(k->hints);
+		printf(",\"btf_error\":");
+		json_str(k->btf_err);
+		printf("}\n");
+		return 0;
+	}
+	printf("release:      %s\n", k->release);
+	printf("_text:        %#" PRIx64 " (KASLR slide %#" PRIx64 ")\n", k->text, k->kaslr_slide);
+	printf("phys_base:    %#" PRIx64 "\n", k->phys_base);
+	printf("symbols:      %zu (kallsyms layout %s, tables at pa %#" PRIx64 ")\n", k->ks.n,
+	       layout_name(k->ks.layout), k->ks.pa_token_table);
+	if (k->btf)
+		printf("BTF types:    %u\n", vmi_btf_ntypes(k->btf));
+	else
+		printf("BTF types:    none (%s)\n", k->btf_err);
+	if (k->have_pt)
+		printf("page tables:  %d-level, init_top_pgt at pa %#" PRIx64 "\n", k->levels, k->pt.cr3);
+	else
+		printf("page tables:  not found (only the kernel image is readable)\n");
+	if (k->hints[0])
+		printf("hints:        %s\n", k->hints);
+	return 0;
+}
+
+static int cmp_task(const void *a, const void *b)
+{
+	const struct vmi_task *x = a, *y = b;
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+static int show_ps(const struct vmi_kernel *k, bool json)
+{
+	struct vmi_task *t;
+	size_t n;
+	bool truncated;
+	int rc = vmi_ps(k, &t, &n, &truncated);
+	if (rc < 0)
+		return rc;
+	qsort(t, n, sizeof(*t), cmp_task);
+	char buf[32];
+	if (json) {
+		printf("{\"processes\":[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"pid\":%d,\"tgid\":%d,\"ppid\":%d,\"uid\":%" PRIu32 ",\"state\":\"%c\",\"comm\":",
+			       i ? "," : "", t[i].pid, t[i].tgid, t[i].ppid, t[i].uid, t[i].state_char);
+			json_str(t[i].comm);
+			printf(",\"kthread\":%s,\"task\":\"%#" PRIx64 "\"}", t[i].kthread ? "true" : "false", t[i].addr);
+		}
+		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+	} else {
+		printf("%7s %7s %10s %s %-16s %s\n", "PID", "PPID", "UID", "S", "COMM", "TASK");
+		for (size_t i = 0; i < n; i++)
+			printf("%7d %7d %10" PRIu32 " %c %-16s %#" PRIx64 "\n", t[i].pid, t[i].ppid, t[i].uid,
+			       t[i].state_char, clean(t[i].comm, buf, sizeof(buf)), t[i].addr);
+		if (truncated)
+			printf("warning: the task list is broken or loops; the list above is incomplete\n");
+	}
+	free(t);
+	return 0;
+}
+
+static int show_lsmod(const struct vmi_kernel *k, bool json)
+{
+	struct vmi_module *m;
+	size_t n;
+	bool truncated;
+	int rc = vmi_lsmod(k, &m, &n, &truncated);
+	if (rc < 0)
+		return rc;
+	char buf[64];
+	if (json) {
+		printf("{\"modules\":[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"name\":", i ? "," : "");
+			json_str(m[i].name);
+			printf(",\"base\":\"%#" PRIx64 "\",\"size\":%" PRIu64 ",\"state\":%" PRIu32 ",\"module\":\"%#" PRIx64
+			       "\"}",
+			       m[i].base, m[i].size, m[i].state, m[i].addr);
+		}
+		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+	} else {
+		printf("%-24s %-18s %8s\n", "NAME", "BASE", "SIZE");
+		for (size_t i = 0; i < n; i++)
+			printf("%-24s %#-18" PRIx64 " %8" PRIu64 "\n", clean(m[i].name, buf, sizeof(buf)), m[i].base,
+			       m[i].size);
+		if (truncated)
+			printf("warning: the module list is broken or loops; the list above is incomplete\n");
+	}
+	free(m);
+	return 0;
+}
+
+static int show_netdev(const struct vmi_kernel *k, bool json)
+{
+	struct vmi_netdev *d;
+	size_t n;
+	bool truncated;
+	int rc = vmi_netdev(k, &d, &n, &truncated);
+	if (rc < 0)
+		return rc;
+	char buf[32];
+	if (json) {
+		printf("{\"netdevs\":[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"name\":", i ? "," : "");
+			json_str(d[i].name);
+			printf(",\"flags\":\"%#" PRIx32 "\",\"up\":%s,\"promisc\":%s,\"promiscuity\":%" PRIu32 "}",
+			       d[i].flags, d[i].flags & VMI_IFF_UP ? "true" : "false",
+			       d[i].flags & VMI_IFF_PROMISC ? "true" : "false", d[i].promiscuity);
+		}
+		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+	} else {
+		printf("%-16s %-8s %s\n", "NAME", "FLAGS", "");
+		for (size_t i = 0; i < n; i++)
+			printf("%-16s %#-8" PRIx32 " %s%s\n", clean(d[i].name, buf, sizeof(buf)), d[i].flags,
+			       d[i].flags & VMI_IFF_UP ? "UP" : "DOWN", d[i].flags & VMI_IFF_PROMISC ? " PROMISC" : "");
+		if (truncated)
+			printf("warning: the device list is broken or loops; the list above is incomplete\n");
+	}
+	free(d);
+	return 0;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	const char *image = NULL, *name = NULL, *view = NULL;
+	bool json = false, timing = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--image") && i + 1 < argc) {
+			image = argv[++i];
+		} else if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--timing")) {
+			timing = true;
+		} else if (argv[i][0] == '-') {
+			fprintf(stderr, "vmsvc inspect: unknown option '%s'\n", argv[i]);
+			usage(stderr);
+			return 2;
+		} else if (!image && !name && i + 1 < argc) {
+			name = argv[i];
+		} else if (!view) {
+			view = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!view || (!image && !name)) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(view, "info") && strcmp(view, "ps") && strcmp(view, "lsmod") && strcmp(view, "netdev")) {
+		fprintf(stderr, "vmsvc inspect: unknown view '%s' (info, ps, lsmod, netdev)\n", view);
+		return 2;
+	}
+	if (!image) {
+		fprintf(stderr, "vmsvc inspect: inspecting the running VM '%s' is not available yet (it needs the "
+				"VM control socket); use --image FILE with a memory dump\n", name);
+		return 1;
+	}
+	double t0 = now_ms();
+	struct vmi_mem mem;
+	struct vmi_kernel k;
+	int rc = vmi_mem_open_file(&mem, image);
+	if (rc == 0) {
+		rc = vmi_kernel_open(&k, &mem, 0);
+		if (rc < 0)
+			vmi_mem_close(&mem);
+	}
+	if (rc < 0) {
+		fprintf(stderr, "vmsvc inspect: %s\n", err_msg());
+		return 1;
+	}
+	double t1 = now_ms();
+	if (!strcmp(view, "info"))
+		rc = show_info(&k, json);
+	else if (!strcmp(view, "ps"))
+		rc = show_ps(&k, json);
+	else if (!strcmp(view, "lsmod"))
+		rc = show_lsmod(&k, json);
+	else
+		rc = show_netdev(&k, json);
+	double t2 = now_ms();
+	if (rc < 0)
+		fprintf(stderr, "vmsvc inspect: %s\n", err_msg());
+	else if (k.hints[0] && strcmp(view, "info"))
+		fprintf(stderr, "vmsvc inspect: note: %s\n", k.hints);
+	if (timing)
+		fprintf(stderr, "vmsvc inspect: open %.1f ms, %s %.2f ms\n", t1 - t0, view, t2 - t1);
+	vmi_kernel_close(&k);
+	vmi_mem_close(&mem);
+	return rc < 0 ? 1 : 0;
+}
