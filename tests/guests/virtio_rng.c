@@ -1,7 +1,9 @@
 /* virtio-rng: entropy requests completed through MSI-X interrupts (sti;hlt,
  * with a LAPIC-timer watchdog so a lost interrupt fails instead of hanging),
  * then, after a device reset, through polling with the other ring options.
- * Every read must return some bytes, not all zero, differing from the last. */
+ * Every read must return some bytes, not all zero, differing from the last.
+ * Last, a descriptor outside guest RAM (NEEDS_RESET or a dropped request),
+ * then reset and recovery. */
 #include "lib/virtio.h"
 
 #define READS 4
@@ -127,6 +129,59 @@ static void round_poll(struct virtio_dev *vd, uint8_t *buf)
 	virtio_reset(vd);
 }
 
+/* A descriptor pointing far outside guest RAM: the device may flag
+ * NEEDS_RESET, drop the request, or (QEMU: DMA to unassigned space is
+ * discarded through a bounce buffer) complete it; it must not complete it
+ * with an absurd length, and it must work again after a reset. */
+static void round_hostile(struct virtio_dev *vd, uint8_t *buf)
+{
+	struct virtq q;
+	if (virtio_negotiate(vd, 0) != 0)
+		kit_fail("feature negotiation before the bad descriptor");
+	if (virtio_queue_setup(vd, &q, 0, 8, VIRTIO_NO_VECTOR) != 0)
+		kit_fail("queue set-up before the bad descriptor");
+	virtio_driver_ok(vd);
+	struct virtq_sg bad = { (const void *)0x7ffffffff000ULL, BUF_LEN };
+	if (virtq_add(&q, &bad, 0, 1, &bad) != 0)
+		kit_fail("virtq_add");
+	virtq_kick(&q);
+	uint32_t len = 0xffffffffu;
+	void *t = NULL;
+	uint64_t t0 = rdtsc();
+	while (!virtio_needs_reset(vd) && !t && rdtsc() - t0 < 2000000000ULL)
+		t = virtq_get(&q, &len);
+	const char *outcome;
+	if (virtio_needs_reset(vd))
+		outcome = "NEEDS_RESET";
+	else if (t == NULL)
+		outcome = "request dropped";
+	else if (t == &bad && len == 0)
+		outcome = "completed with length 0";
+	else if (t == &bad && len <= BUF_LEN)
+		outcome = "completed (QEMU: bytes went to unassigned space)";
+	else
+		kit_fail("bad descriptor: completion %p with length %u", t, len);
+	kit_printf("rng: descriptor outside RAM: %s\n", outcome);
+	/* Recovery: reset, set up again, one good read. */
+	if (virtio_negotiate(vd, 0) != 0)
+		kit_fail("feature negotiation after the bad descriptor");
+	if (virtio_needs_reset(vd))
+		kit_fail("NEEDS_RESET survives a device reset");
+	if (virtio_queue_setup(vd, &q, 0, 8, VIRTIO_NO_VECTOR) != 0)
+		kit_fail("queue set-up after the bad descriptor");
+	virtio_driver_ok(vd);
+	memset(buf, 0, BUF_LEN);
+	struct virtq_sg sg = { buf, BUF_LEN };
+	if (virtq_add(&q, &sg, 0, 1, buf) != 0)
+		kit_fail("virtq_add");
+	virtq_kick(&q);
+	t = virtq_wait(&q, &len, POLL_CYCLES);
+	if (t != buf)
+		kit_fail("no completion after reset (%p, status %x)", t, virtio_status(vd));
+	check_bytes(buf, len, 3, 0);
+	virtio_reset(vd);
+}
+
 int kit_main(void)
 {
 	struct virtio_dev vd;
@@ -140,5 +195,6 @@ int kit_main(void)
 		kit_fail("out of memory");
 	round_irq(&vd, buf);
 	round_poll(&vd, buf);
+	round_hostile(&vd, buf);
 	return 0;
 }

@@ -20,16 +20,18 @@
 set -u
 
 expect=""
+extra=()
 limit=${RUN_GUEST_TIMEOUT:-50}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--expect) expect=$2; shift 2 ;;
 	--timeout) limit=$2; shift 2 ;;
+	--vmm-arg) extra+=("$2"); shift 2 ;;   # appended to the VMM command (devices)
 	*) break ;;
 	esac
 done
 if [ $# -lt 4 ]; then
-	echo "usage: $0 [--expect VERDICT] [--timeout SECS] vmsvc|qemu BINARY GUEST.elf CPUS [APPEND]" >&2
+	echo "usage: $0 [--expect VERDICT] [--timeout SECS] [--vmm-arg ARG]... vmsvc|qemu BINARY GUEST.elf CPUS [APPEND]" >&2
 	exit 2
 fi
 vmm=$1 bin=$2 guest=$3 cpus=$4 append=${5:-}
@@ -67,6 +69,7 @@ qemu)
 	;;
 esac
 
+cmd+=("${extra[@]}")
 timeout --kill-after=5 "$limit" "${cmd[@]}" </dev/null >"$work/stdout.txt" 2>"$errlog"
 status=$?
 

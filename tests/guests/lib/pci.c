@@ -193,6 +193,14 @@ int pci_setup_bars(struct pci_dev *d)
 	return rc;
 }
 
+void pci_clear_bars(const struct pci_dev *d)
+{
+	uint16_t cmd = pci_cfg_read16(d, PCI_COMMAND);
+	pci_cfg_write16(d, PCI_COMMAND, (uint16_t)(cmd & ~(PCI_CMD_IO | PCI_CMD_MEM)));
+	for (unsigned i = 0; i < PCI_MAX_BARS; i++)
+		pci_cfg_write32(d, PCI_BAR0 + 4 * i, 0);
+}
+
 void pci_enable(const struct pci_dev *d)
 {
 	uint16_t cmd = pci_cfg_read16(d, PCI_COMMAND);

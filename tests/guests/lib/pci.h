@@ -48,6 +48,9 @@ int pci_scan_bus0(bool (*fn)(const struct pci_dev *d, void *ctx), void *ctx);
 int pci_find(uint16_t vendor, uint16_t device_a, uint16_t device_b, struct pci_dev *out);
 /* Read, size and (if unassigned) place every BAR; prints what it did. 0 / -1. */
 int pci_setup_bars(struct pci_dev *d);
+/* Test aid: decoding off and every BAR zeroed ("unassigned"), so that
+ * pci_setup_bars has to place them (exercises BAR moves in the VMM). */
+void pci_clear_bars(const struct pci_dev *d);
 /* Memory space + bus master on, legacy INTx off (I/O space as the BARs need). */
 void pci_enable(const struct pci_dev *d);
 /* Offset of the first capability with this id at or after `after`'s successor

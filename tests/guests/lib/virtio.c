@@ -94,6 +94,8 @@ int virtio_open(unsigned type, struct virtio_dev *vd)
 		return -1;
 	}
 	struct pci_dev *d = &vd->pci;
+	if (kit_cmdline_ulong("pci.reassign", 0))
+		pci_clear_bars(d);
 	if (pci_setup_bars(d) != 0) {
 		kit_printf("virtio: BAR set-up failed for %02x:%02x.%x\n", d->bus, d->dev, d->fn);
 		return -1;

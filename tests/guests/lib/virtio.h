@@ -98,7 +98,8 @@ struct virtio_dev {
 uint64_t virtio_ring_features_wanted(void);
 
 /* Find the first device of this type on bus 0, place/enable its BARs, locate
- * the virtio capabilities and MSI-X. 0 / -1 (printed). */
+ * the virtio capabilities and MSI-X. 0 / -1 (printed). "pci.reassign=1" on
+ * the command line clears the BARs first, so the library places them itself. */
 int virtio_open(unsigned type, struct virtio_dev *vd);
 /* Reset, ACKNOWLEDGE|DRIVER, negotiate (offered & wanted; VERSION_1 is
  * required and always requested), FEATURES_OK and check it stuck. 0 / -1. */
