@@ -1,0 +1,161 @@
+#!/bin/bash
+# Boot the Debian cloud kernel + busybox initramfs under vmsvc and report how
+# far it gets (CMake-independent; run by hand or from CI).
+#
+#   tests/linux/boot.sh            # uses build/vmsvc and build/linux (built if missing)
+#
+# Environment (all optional):
+#   VMSVC                 vmsvc binary (default <repo>/build/vmsvc)
+#   LINUX_GUEST_DIR       output of scripts/build-linux-guest.sh (default <repo>/build/linux)
+#   LINUX_BOOT_TIMEOUT    seconds before the guest is stopped (default 900)
+#   LINUX_BOOT_MEM        guest RAM (default 512M)
+#   LINUX_BOOT_INITRD     initramfs (default: initramfs.cpio, uncompressed, on a host without
+#                         VMX/SVM, where inflating in the guest costs minutes; else initramfs.cpio.gz)
+#   LINUX_BOOT_CMDLINE    kernel command line (default: scripts/linux-cmdline.txt on a
+#                         kvm_pvm host, "console=ttyS0" on a VMX/SVM host; vmsvc.autotest=1
+#                         is appended so the initramfs powers off by itself)
+#   LINUX_BOOT_REQUIRE    milestone that must be reached for exit 0 (default: fpu_done on
+#                         a host without VMX/SVM, init on a VMX/SVM host)
+#   LINUX_BOOT_STOP_AFTER stop the guest as soon as this milestone is seen (default: none)
+#   LINUX_BOOT_LOG        serial log path (default $LINUX_GUEST_DIR/boot-vmsvc.serial.log)
+#
+# Exit: 0 required milestone reached, 1 not reached, 77 skipped (no vmsvc, no /dev/kvm).
+set -u
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+VMSVC=${VMSVC:-$REPO/build/vmsvc}
+GUEST=${LINUX_GUEST_DIR:-$REPO/build/linux}
+TIMEOUT=${LINUX_BOOT_TIMEOUT:-900}
+MEM=${LINUX_BOOT_MEM:-512M}
+LOG=${LINUX_BOOT_LOG:-$GUEST/boot-vmsvc.serial.log}
+ERR=${LOG%.serial.log}.stderr.log
+[ "$ERR" != "$LOG" ] || ERR=$LOG.stderr
+
+log() { echo "linux-boot: $*"; }
+
+if [ ! -x "$VMSVC" ]; then log "SKIP: no vmsvc at $VMSVC (set VMSVC=...)"; exit 77; fi
+if [ ! -r /dev/kvm ]; then log "SKIP: no /dev/kvm"; exit 77; fi
+if [ ! -f "$GUEST/vmlinuz" ] || [ ! -f "$GUEST/initramfs.cpio.gz" ]; then
+    log "building the guest into $GUEST"
+    "$REPO/scripts/build-linux-guest.sh" "$GUEST" || { log "FAIL: guest build failed"; exit 1; }
+fi
+
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then HWVIRT=1; else HWVIRT=0; fi
+if [ -n "${LINUX_BOOT_INITRD:-}" ]; then
+    INITRD=$LINUX_BOOT_INITRD
+elif [ $HWVIRT = 0 ] && [ -f "$GUEST/initramfs.cpio" ]; then
+    INITRD=$GUEST/initramfs.cpio
+else
+    INITRD=$GUEST/initramfs.cpio.gz
+fi
+if [ -n "${LINUX_BOOT_CMDLINE:-}" ]; then
+    CMDLINE=$LINUX_BOOT_CMDLINE
+elif [ $HWVIRT = 1 ]; then
+    CMDLINE="console=ttyS0"
+else
+    CMDLINE=$(cat "$REPO/scripts/linux-cmdline.txt")
+fi
+case " $CMDLINE " in *" vmsvc.autotest="*) ;; *) CMDLINE="$CMDLINE vmsvc.autotest=1";; esac
+if [ $HWVIRT = 1 ]; then REQUIRE=${LINUX_BOOT_REQUIRE:-init}; else REQUIRE=${LINUX_BOOT_REQUIRE:-fpu_done}; fi
+STOP_AFTER=${LINUX_BOOT_STOP_AFTER:-}
+
+# Milestones in boot order: key, label, extended regex on the serial log.
+# fpu_done has no regex: it is "some line printed after the x86/fpu: lines".
+KEYS=(banner cmdline memory console fpu fpu_done alternatives clocksource lockup freeing runinit init modules ready killinit panic)
+declare -A LABEL=(
+    [banner]="Linux version banner" [cmdline]="Command line:" [memory]="Memory:"
+    [console]="console [ttyS0] enabled" [fpu]="x86/fpu: line" [fpu_done]="past FPU init"
+    [alternatives]="alternatives patched" [clocksource]="Switched to clocksource"
+    [lockup]="soft lockup warning" [killinit]="Attempted to kill init" [freeing]="Freeing unused kernel"
+    [runinit]="Run /init" [init]="/init started" [modules]="virtio modules loaded"
+    [ready]="autotest ok / shell" [panic]="Kernel panic")
+declare -A RE=(
+    [banner]='Linux version [0-9]' [cmdline]='Command line:' [memory]='Memory: [0-9]+K'
+    [console]='console \[ttyS0\] enabled' [fpu]='x86/fpu:' [fpu_done]=''
+    [alternatives]='Freeing SMP alternatives' [clocksource]='Switched to clocksource'
+    [lockup]='soft lockup' [killinit]='Attempted to kill init' [freeing]='Freeing unused kernel'
+    [runinit]='Run /init as init process' [init]='VMSVC-GUEST: init started'
+    [modules]='VMSVC-GUEST: modules loaded' [ready]='VMSVC-GUEST: (autotest ok|shell)'
+    [panic]='Kernel panic')
+declare -A WALL=() GUESTT=()
+
+# guest_time LINE: the printk timestamp "[   12.345678]" of LINE, or "-".
+guest_time() { sed -n 's/^.*\[ *\([0-9][0-9]*\.[0-9]*\)\].*$/\1/p' <<<"$1" | head -n 1 | grep . || echo -; }
+
+# scan ELAPSED: record every milestone that appeared since the last poll.
+scan() {
+    local k line
+    for k in "${KEYS[@]}"; do
+        [ -n "${WALL[$k]:-}" ] && continue
+        if [ "$k" = fpu_done ]; then
+            line=$(tr -d '\r' <"$LOG" | awk '/x86\/fpu:/ { seen = 1; next } seen && NF { print; exit }')
+        else
+            line=$(tr -d '\r' <"$LOG" | grep -aE -m1 -- "${RE[$k]}")
+        fi
+        if [ -n "$line" ]; then
+            WALL[$k]=$1
+            GUESTT[$k]=$(guest_time "$line")
+            log "$(printf '%7ss  %-24s %s' "$1" "${LABEL[$k]}" "${line:0:100}")"
+        fi
+    done
+}
+
+mkdir -p "$(dirname "$LOG")"
+: >"$LOG"
+log "vmsvc:   $VMSVC"
+log "kernel:  $GUEST/vmlinuz ($(cat "$GUEST/version" 2>/dev/null || echo '?')), initrd $INITRD"
+log "host:    $([ $HWVIRT = 1 ] && echo 'VMX/SVM' || echo 'no VMX/SVM (kvm_pvm?)'), timeout ${TIMEOUT}s, require '$REQUIRE'"
+log "cmdline: $CMDLINE"
+log "serial:  $LOG   vmsvc stderr: $ERR"
+
+"$VMSVC" run --kernel "$GUEST/vmlinuz" --initrd "$INITRD" \
+    --append "$CMDLINE" --cpu-features emulator-safe --serial "file:$LOG" \
+    --mem "$MEM" --stats </dev/null >"$ERR" 2>&1 &
+PID=$!
+START=$(date +%s.%N)
+elapsed() { awk -v s="$START" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
+
+STATUS=running
+while :; do
+    sleep 1
+    E=$(elapsed)
+    scan "$E"
+    if ! kill -0 "$PID" 2>/dev/null; then STATUS=exited; break; fi
+    if [ -n "$STOP_AFTER" ] && [ -n "${WALL[$STOP_AFTER]:-}" ]; then STATUS="stopped after $STOP_AFTER"; break; fi
+    if [ -n "${WALL[panic]:-}" ] && awk -v e="$E" -v p="${WALL[panic]}" 'BEGIN { exit !(e - p > 5) }'; then
+        STATUS="stopped after panic"; break
+    fi
+    if awk -v e="$E" -v t="$TIMEOUT" 'BEGIN { exit !(e >= t) }'; then STATUS="timeout"; break; fi
+done
+
+# Stop politely first so vmsvc prints its statistics.
+if kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$PID" 2>/dev/null || break; sleep 1; done
+    kill -0 "$PID" 2>/dev/null && kill -KILL "$PID" 2>/dev/null
+fi
+wait "$PID"; RC=$?
+scan "$(elapsed)"
+
+echo
+echo "=== Linux guest boot under vmsvc: $STATUS after $(elapsed) s, vmsvc exit status $RC ==="
+printf '%-26s %10s %10s\n' "milestone" "wall s" "guest s"
+for k in "${KEYS[@]}"; do
+    printf '%-26s %10s %10s\n' "${LABEL[$k]}" "${WALL[$k]:--}" "${GUESTT[$k]:--}"
+done
+echo "--- last serial lines ---"
+tr -d '\r' <"$LOG" | tail -n 5
+echo "--- vmsvc stderr (tail) ---"
+tail -n 40 "$ERR"
+echo
+
+if [ -z "${WALL[banner]:-}" ]; then
+    log "FAIL: no 'Linux version' banner on the serial console"
+    exit 1
+fi
+if [ -z "${WALL[$REQUIRE]:-}" ]; then
+    log "FAIL: required milestone '$REQUIRE' (${LABEL[$REQUIRE]:-?}) not reached"
+    exit 1
+fi
+log "PASS: banner and '$REQUIRE' (${LABEL[$REQUIRE]:-?}) reached"
+exit 0
