@@ -25,6 +25,7 @@ enum bus_event_type {
 	BUS_EV_VM_PAUSED,
 	BUS_EV_VM_RESUMED,
 	BUS_EV_GUEST_END,      /* guest asked to end: poweroff, reset, debug-exit */
+	BUS_EV_NET_RXMODE,     /* virtio-net: the guest set promiscuous/all-multicast (u.net_rxmode) */
 	BUS_EV__COUNT
 };
 #define BUS_MASK(t) (1ULL << (t))
@@ -39,6 +40,9 @@ struct bus_event {
 		struct { uint64_t gpa; uint8_t size; bool write; } mmio;
 		struct { uint64_t rip; const char *mnemonic; uint8_t len; uint8_t bytes[15]; } emul;
 		struct { int reason; int status; } end;   /* enum vm_end_reason, exit status */
+		/* dev: the NIC's index among the VM's --net devices (0 = first); the
+		 * resulting mode after the command (or after a device reset). I/O thread. */
+		struct { int dev; bool promisc, allmulti; } net_rxmode;
 	} u;
 };
 

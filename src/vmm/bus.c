@@ -73,6 +73,7 @@ const char *bus_event_name(enum bus_event_type t)
 		[BUS_EV_VM_PAUSED] = "vm.paused",
 		[BUS_EV_VM_RESUMED] = "vm.resumed",
 		[BUS_EV_GUEST_END] = "guest.end",
+		[BUS_EV_NET_RXMODE] = "net.rxmode",
 	};
 	return (unsigned)t < BUS_EV__COUNT && names[t] ? names[t] : "unknown";
 }
