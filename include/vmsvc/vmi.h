@@ -230,4 +230,63 @@ int vmi_netdev(const struct vmi_kernel *k, struct vmi_netdev **out, size_t *n, b
 #define VMI_IFF_PROMISC 0x100
 #define VMI_IFF_UP 0x1
 
+/* ---- checks (intrusion detection; vmi_check*.c) ----
+ * Each check compares independent views of the same kernel state, or kernel
+ * pointers against where they must point. A finding is evidence, not a proof:
+ * warning = suspicious, critical = what a rootkit does (hidden task or module,
+ * hooked table, patched text). info entries are notes (a check that cannot run
+ * from this source, a baseline written), not findings: a clean guest gives no
+ * warning or critical entries. */
+enum vmi_severity { VMI_SEV_INFO, VMI_SEV_WARNING, VMI_SEV_CRITICAL };
+
+struct vmi_finding {
+	enum vmi_severity sev;
+	char check[16];     /* "tasks", "modules", "syscalls", "idt", "msr", "text", "netdev", "packet" */
+	char what[160];     /* one line: what is wrong */
+	char evidence[400]; /* addresses, symbols, values (guest strings made printable) */
+};
+struct vmi_findings {
+	struct vmi_finding *f;
+	size_t n, cap;
+};
+void vmi_findings_free(struct vmi_findings *fs);
+/* Number of entries with severity >= min. */
+size_t vmi_findings_count(const struct vmi_findings *fs, enum vmi_severity min);
+
+/* MSRs of a live VM or vmsvc snapshot (KVM_GET_MSRS); images have none. */
+struct vmi_msrs {
+	uint64_t lstar, cstar, sysenter_eip;
+	bool have_cstar, have_sysenter;
+};
+
+struct vmi_check_opts {
+	const struct vmi_msrs *msrs; /* NULL: not available (memory image) */
+	const char *baseline;        /* kernel text baseline file: written if absent, else compared */
+	unsigned skip;               /* VMI_CHECK_* bits of checks not to run */
+};
+enum {
+	VMI_CHECK_TASKS = 1, VMI_CHECK_MODULES = 2, VMI_CHECK_SYSCALLS = 4, VMI_CHECK_IDT = 8,
+	VMI_CHECK_MSRS = 16, VMI_CHECK_TEXT = 32, VMI_CHECK_NET = 64,
+};
+/* Run every check not skipped, appending to *out (start it zeroed). A check
+ * that cannot run (missing symbol or type) adds a warning saying so and the
+ * others still run; the return value is negative only for out-of-memory or an
+ * unusable baseline file. */
+int vmi_check(const struct vmi_kernel *k, const struct vmi_check_opts *o, struct vmi_findings *out);
+/* The individual checks (same contract). */
+int vmi_check_tasks(const struct vmi_kernel *k, struct vmi_findings *out);
+int vmi_check_modules(const struct vmi_kernel *k, struct vmi_findings *out);
+int vmi_check_syscalls(const struct vmi_kernel *k, struct vmi_findings *out);
+int vmi_check_idt(const struct vmi_kernel *k, struct vmi_findings *out);
+int vmi_check_msrs(const struct vmi_kernel *k, const struct vmi_msrs *msrs, struct vmi_findings *out);
+int vmi_check_net(const struct vmi_kernel *k, struct vmi_findings *out);
+/* Kernel text baseline: per-function hashes of [_stext, _etext), offsets from
+ * _text so they survive KASLR. Boot-time patching (alternatives, jump labels,
+ * ftrace NOPs) makes text depend on the CPU and on runtime state: a baseline is
+ * only comparable with the same kernel booted the same way. */
+int vmi_text_baseline_write(const struct vmi_kernel *k, const char *path);
+int vmi_check_text(const struct vmi_kernel *k, const char *path, struct vmi_findings *out);
+/* Fuzzing/tests: the same checks over a baseline already in memory. */
+int vmi_check_text_buf(const struct vmi_kernel *k, const uint8_t *buf, size_t len, struct vmi_findings *out);
+
 #endif

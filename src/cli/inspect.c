@@ -1,7 +1,10 @@
 /* vmsvc inspect: introspect a Linux guest from outside (memory images for now).
  *
- *   vmsvc inspect --image FILE [--json] info|ps|lsmod|netdev
+ *   vmsvc inspect --image FILE [--json] [--timing] [--repeat N] info|ps|lsmod|netdev
+ *   vmsvc inspect --image FILE [--json] [--baseline FILE] check
  *
+ * `check` exits 0 when there is no warning or critical finding, 3 when there
+ * is one (1 on errors), so scripts can act on it.
  * Guest strings (comm, module and device names) are hostile: the table output
  * replaces non-printable bytes, JSON escapes them. */
 #include <errno.h>
@@ -16,8 +19,9 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vmsvc inspect --image FILE [--json] [--timing] info|ps|lsmod|netdev\n"
-		   "       vmsvc inspect NAME [--json] info|ps|lsmod|netdev   (running VM: not yet available)\n"
+	fprintf(f, "usage: vmsvc inspect --image FILE [--json] [--timing] [--repeat N] info|ps|lsmod|netdev|check\n"
+		   "       vmsvc inspect --image FILE [--json] [--baseline FILE] check\n"
+		   "       vmsvc inspect NAME [--json] info|ps|lsmod|netdev|check   (running VM: not yet available)\n"
 		   "\n"
 		   "Reads a Linux guest's kernel state without a profile: symbols from the kernel's\n"
 		   "kallsyms tables and types from its BTF, both found in guest memory.\n"
@@ -25,7 +29,16 @@ static void usage(FILE *f)
 		   "  info     kernel release, KASLR slide, phys_base, symbol and type counts, hints\n"
 		   "  ps       processes: pid, ppid, uid, state, command name\n"
 		   "  lsmod    loaded modules: name, base address, size\n"
-		   "  netdev   network interfaces of the initial namespace: name, flags, promiscuous\n");
+		   "  netdev   network interfaces of the initial namespace: name, flags, promiscuous\n"
+		   "  check    intrusion checks: hidden processes (task list vs PID IDR vs runqueues vs\n"
+		   "           parent links), hidden modules (list vs sysfs vs carving the module area),\n"
+		   "           sys_call_table/x64_sys_call/IDT hooks, syscall MSRs, promiscuous interfaces,\n"
+		   "           packet sockets, kernel text vs --baseline FILE (written if it does not exist:\n"
+		   "           take it from a clean boot of the same kernel). Exit status 3 if anything\n"
+		   "           of severity warning or critical is found.\n"
+		   "  --timing     print the time of kernel recovery and of the view\n"
+		   "  --repeat N   run the view N times in the same process (prints once; with --timing\n"
+		   "               reports the median of the repeated runs: the warm query time)\n");
 }
 
 /* Printable copy of a guest string for tables. */
@@ -190,6 +203,80 @@ static int show_netdev(const struct vmi_kernel *k, bool json)
 	return 0;
 }
 
+static const char *sev_name(enum vmi_severity s)
+{
+	return s == VMI_SEV_CRITICAL ? "critical" : s == VMI_SEV_WARNING ? "warning" : "info";
+}
+
+static int run_check(const struct vmi_kernel *k, const char *baseline, bool json, bool print, size_t *nfind)
+{
+	struct vmi_findings fs = { 0 };
+	struct vmi_check_opts o = { .msrs = NULL, .baseline = baseline };
+	int rc = vmi_check(k, &o, &fs);
+	if (rc < 0) {
+		vmi_findings_free(&fs);
+		return rc;
+	}
+	size_t bad = vmi_findings_count(&fs, VMI_SEV_WARNING);
+	*nfind = bad;
+	if (!print) {
+		vmi_findings_free(&fs);
+		return 0;
+	}
+	if (json) {
+		printf("{\"findings\":[");
+		for (size_t i = 0; i < fs.n; i++) {
+			printf("%s{\"severity\":\"%s\",\"check\":", i ? "," : "", sev_name(fs.f[i].sev));
+			json_str(fs.f[i].check);
+			printf(",\"what\":");
+			json_str(fs.f[i].what);
+			printf(",\"evidence\":");
+			json_str(fs.f[i].evidence);
+			printf("}");
+		}
+		printf("],\"warnings_or_worse\":%zu,\"critical\":%zu}\n", bad,
+		       vmi_findings_count(&fs, VMI_SEV_CRITICAL));
+	} else {
+		for (size_t i = 0; i < fs.n; i++)
+			printf("%-8s %-9s %s\n         %s\n", sev_name(fs.f[i].sev), fs.f[i].check, fs.f[i].what,
+			       fs.f[i].evidence);
+		printf("%zu finding%s (%zu critical), %zu note%s\n", bad, bad == 1 ? "" : "s",
+		       vmi_findings_count(&fs, VMI_SEV_CRITICAL), fs.n - bad, fs.n - bad == 1 ? "" : "s");
+	}
+	vmi_findings_free(&fs);
+	return 0;
+}
+
+/* One run of a view without output (for --repeat): the same work as the view. */
+static int run_quiet(const struct vmi_kernel *k, const char *view)
+{
+	bool truncated;
+	size_t n;
+	int rc = 0;
+	if (!strcmp(view, "ps")) {
+		struct vmi_task *t;
+		if ((rc = vmi_ps(k, &t, &n, &truncated)) == 0)
+			free(t);
+	} else if (!strcmp(view, "lsmod")) {
+		struct vmi_module *m;
+		if ((rc = vmi_lsmod(k, &m, &n, &truncated)) == 0)
+			free(m);
+	} else if (!strcmp(view, "netdev")) {
+		struct vmi_netdev *d;
+		if ((rc = vmi_netdev(k, &d, &n, &truncated)) == 0)
+			free(d);
+	} else if (!strcmp(view, "check")) {
+		rc = run_check(k, NULL, false, false, &n);
+	}
+	return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -199,8 +286,9 @@ static double now_ms(void)
 
 int cmd_inspect(int argc, char **argv)
 {
-	const char *image = NULL, *name = NULL, *view = NULL;
+	const char *image = NULL, *name = NULL, *view = NULL, *baseline = NULL;
 	bool json = false, timing = false;
+	long repeat = 1;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			usage(stdout);
@@ -211,6 +299,15 @@ int cmd_inspect(int argc, char **argv)
 			json = true;
 		} else if (!strcmp(argv[i], "--timing")) {
 			timing = true;
+		} else if (!strcmp(argv[i], "--baseline") && i + 1 < argc) {
+			baseline = argv[++i];
+		} else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
+			char *end;
+			repeat = strtol(argv[++i], &end, 10);
+			if (*end || repeat < 1 || repeat > 1000000) {
+				fprintf(stderr, "vmsvc inspect: --repeat needs a count from 1 to 1000000\n");
+				return 2;
+			}
 		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "vmsvc inspect: unknown option '%s'\n", argv[i]);
 			usage(stderr);
@@ -228,8 +325,9 @@ int cmd_inspect(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (strcmp(view, "info") && strcmp(view, "ps") && strcmp(view, "lsmod") && strcmp(view, "netdev")) {
-		fprintf(stderr, "vmsvc inspect: unknown view '%s' (info, ps, lsmod, netdev)\n", view);
+	if (strcmp(view, "info") && strcmp(view, "ps") && strcmp(view, "lsmod") && strcmp(view, "netdev") &&
+	    strcmp(view, "check")) {
+		fprintf(stderr, "vmsvc inspect: unknown view '%s' (info, ps, lsmod, netdev, check)\n", view);
 		return 2;
 	}
 	if (!image) {
@@ -251,7 +349,10 @@ int cmd_inspect(int argc, char **argv)
 		return 1;
 	}
 	double t1 = now_ms();
-	if (!strcmp(view, "info"))
+	size_t findings = 0;
+	if (!strcmp(view, "check"))
+		rc = run_check(&k, baseline, json, true, &findings);
+	else if (!strcmp(view, "info"))
 		rc = show_info(&k, json);
 	else if (!strcmp(view, "ps"))
 		rc = show_ps(&k, json);
@@ -260,13 +361,27 @@ int cmd_inspect(int argc, char **argv)
 	else
 		rc = show_netdev(&k, json);
 	double t2 = now_ms();
+	/* Warm runs: symbols and types are already recovered. */
+	double *runs = repeat > 1 ? calloc((size_t)repeat - 1, sizeof(double)) : NULL;
+	long nruns = 0;
+	for (long r = 1; r < repeat && rc == 0 && runs; r++) {
+		double a = now_ms();
+		rc = run_quiet(&k, view);
+		runs[nruns++] = now_ms() - a;
+	}
 	if (rc < 0)
 		fprintf(stderr, "vmsvc inspect: %s\n", err_msg());
 	else if (k.hints[0] && strcmp(view, "info"))
 		fprintf(stderr, "vmsvc inspect: note: %s\n", k.hints);
 	if (timing)
-		fprintf(stderr, "vmsvc inspect: open %.1f ms, %s %.2f ms\n", t1 - t0, view, t2 - t1);
+		fprintf(stderr, "vmsvc inspect: open %.1f ms, %s %.3f ms\n", t1 - t0, view, t2 - t1);
+	if (timing && nruns) {
+		qsort(runs, (size_t)nruns, sizeof(double), cmp_double);
+		fprintf(stderr, "vmsvc inspect: warm %s: median %.3f ms, min %.3f ms over %ld runs\n", view,
+			runs[nruns / 2], runs[0], nruns);
+	}
+	free(runs);
 	vmi_kernel_close(&k);
 	vmi_mem_close(&mem);
-	return rc < 0 ? 1 : 0;
+	return rc < 0 ? 1 : findings ? 3 : 0;
 }

@@ -14,6 +14,53 @@
 
 #define BTF_MAX_DEPTH 16 /* anonymous nesting / modifier chains */
 
+/* libbpf's btf__find_by_name_kind is a linear scan (~95,000 types in a
+ * distribution kernel): the checks look up dozens of structs, so struct and
+ * union names are indexed once in an open-addressing table. */
+struct vmi_btf {
+	struct btf *btf;
+	uint32_t *ids; /* type ids, 0 = empty */
+	size_t size;   /* power of two */
+};
+
+static size_t name_hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static void index_types(struct vmi_btf *v)
+{
+	unsigned n = btf__type_cnt(v->btf);
+	size_t size = 1024;
+	while (size < 2 * (size_t)n)
+		size *= 2;
+	v->ids = calloc(size, sizeof(*v->ids));
+	if (!v->ids)
+		return; /* lookups fall back to libbpf's scan */
+	v->size = size;
+	for (unsigned id = 1; id < n; id++) {
+		const struct btf_type *t = btf__type_by_id(v->btf, id);
+		if (!t || !btf_is_composite(t))
+			continue;
+		const char *name = btf__name_by_offset(v->btf, t->name_off);
+		if (!name || !*name)
+			continue;
+		size_t h = name_hash(name) & (size - 1);
+		for (; v->ids[h]; h = (h + 1) & (size - 1)) {
+			const struct btf_type *o = btf__type_by_id(v->btf, v->ids[h]);
+			if (!strcmp(btf__name_by_offset(v->btf, o->name_off), name))
+				break;
+		}
+		/* The lowest id wins, a struct over a union of the same name
+		 * (the order btf__find_by_name_kind would give). */
+		if (!v->ids[h] || (btf_is_union(btf__type_by_id(v->btf, v->ids[h])) && btf_is_struct(t)))
+			v->ids[h] = id;
+	}
+}
+
 int vmi_btf_new(struct vmi_btf **out, const void *data, size_t len)
 {
 	*out = NULL;
@@ -23,18 +70,29 @@ int vmi_btf_new(struct vmi_btf **out, const void *data, size_t len)
 	long e = libbpf_get_error(b);
 	if (!b || e)
 		return err_set(EINVAL, "BTF blob rejected by libbpf (%s)", strerror(e ? (int)-e : errno));
-	*out = (struct vmi_btf *)b;
+	struct vmi_btf *v = calloc(1, sizeof(*v));
+	if (!v) {
+		btf__free(b);
+		return err_set(ENOMEM, "out of memory");
+	}
+	v->btf = b;
+	index_types(v);
+	*out = v;
 	return 0;
 }
 
 void vmi_btf_free(struct vmi_btf *b)
 {
-	btf__free((struct btf *)b);
+	if (!b)
+		return;
+	btf__free(b->btf);
+	free(b->ids);
+	free(b);
 }
 
 unsigned vmi_btf_ntypes(const struct vmi_btf *b)
 {
-	return btf__type_cnt((const struct btf *)b);
+	return btf__type_cnt(b->btf);
 }
 
 /* Follow typedefs and const/volatile/restrict to the underlying type. */
@@ -48,8 +106,19 @@ static const struct btf_type *strip(const struct btf *b, uint32_t *id)
 	return t;
 }
 
-static int find_type(const struct btf *b, const char *type, uint32_t *id)
+static int find_type(const struct vmi_btf *v, const char *type, uint32_t *id)
 {
+	if (v->ids) {
+		for (size_t h = name_hash(type) & (v->size - 1); v->ids[h]; h = (h + 1) & (v->size - 1)) {
+			const struct btf_type *t = btf__type_by_id(v->btf, v->ids[h]);
+			if (!strcmp(btf__name_by_offset(v->btf, t->name_off), type)) {
+				*id = v->ids[h];
+				return 0;
+			}
+		}
+		return err_set(ENOENT, "BTF: no struct or union '%s'", type);
+	}
+	const struct btf *b = v->btf;
 	int r = btf__find_by_name_kind(b, type, BTF_KIND_STRUCT);
 	if (r < 0)
 		r = btf__find_by_name_kind(b, type, BTF_KIND_UNION);
@@ -90,11 +159,12 @@ static uint32_t find_member(const struct btf *b, uint32_t id, const char *name, 
 }
 
 /* Resolve a path like "mem[0].base" or "cred.uid". */
-static int resolve(const struct btf *b, const char *type, const char *path, uint64_t *bit_off, uint64_t *bit_size,
-		   uint32_t *out_id)
+static int resolve(const struct vmi_btf *v, const char *type, const char *path, uint64_t *bit_off,
+		   uint64_t *bit_size, uint32_t *out_id)
 {
+	const struct btf *b = v->btf;
 	uint32_t id = 0;
-	int rc = find_type(b, type, &id);
+	int rc = find_type(v, type, &id);
 	if (rc < 0)
 		return rc;
 	uint64_t bits = 0, bitfield = 0;
@@ -145,13 +215,13 @@ static int resolve(const struct btf *b, const char *type, const char *path, uint
 int vmi_btf_member(const struct vmi_btf *b, const char *type, const char *path, uint64_t *bit_off,
 		   uint64_t *bit_size)
 {
-	return resolve((const struct btf *)b, type, path, bit_off, bit_size, NULL);
+	return resolve(b, type, path, bit_off, bit_size, NULL);
 }
 
 int vmi_btf_offset(const struct vmi_btf *b, const char *type, const char *path, uint64_t *off)
 {
 	uint64_t bits, size;
-	int rc = resolve((const struct btf *)b, type, path, &bits, &size, NULL);
+	int rc = resolve(b, type, path, &bits, &size, NULL);
 	if (rc < 0)
 		return rc;
 	if (bits & 7)
@@ -163,10 +233,10 @@ int vmi_btf_offset(const struct vmi_btf *b, const char *type, const char *path, 
 int vmi_btf_sizeof(const struct vmi_btf *b, const char *type, uint64_t *size)
 {
 	uint32_t id = 0;
-	int rc = find_type((const struct btf *)b, type, &id);
+	int rc = find_type(b, type, &id);
 	if (rc < 0)
 		return rc;
-	long long sz = btf__resolve_size((const struct btf *)b, id);
+	long long sz = btf__resolve_size(b->btf, id);
 	if (sz < 0)
 		return err_set(EINVAL, "BTF: struct %s has no size", type);
 	*size = (uint64_t)sz;
@@ -177,10 +247,10 @@ int vmi_btf_array_len(const struct vmi_btf *b, const char *type, const char *pat
 {
 	uint64_t bits, size;
 	uint32_t id = 0;
-	int rc = resolve((const struct btf *)b, type, path, &bits, &size, &id);
+	int rc = resolve(b, type, path, &bits, &size, &id);
 	if (rc < 0)
 		return rc;
-	const struct btf_type *t = strip((const struct btf *)b, &id);
+	const struct btf_type *t = strip(b->btf, &id);
 	if (!t || !btf_is_array(t))
 		return err_set(EINVAL, "BTF: %s.%s is not an array", type, path);
 	*n = btf_array(t)->nelems;
