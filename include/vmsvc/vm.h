@@ -46,6 +46,10 @@ struct vm_config {
 	/* virtio-net NICs: "tap=NAME[,mac=MAC][,capture=FILE.pcap][,create=on]" */
 	unsigned nnets;
 	const char *nets[VM_MAX_NETS];
+	/* Restore from this snapshot directory (include/vmsvc/vmstate.h) instead of
+	 * booting a kernel: memory size, vCPUs, CPU features and the rng come from the
+	 * snapshot; disks/nets must be given again, the same number as saved. */
+	const char *restore_dir;
 };
 
 struct vm;
@@ -69,6 +73,9 @@ struct device_ops {
 	 * until the state issue; a device without them makes snapshotting fail. */
 	int (*save)(void *dev, void **buf, size_t *len);
 	int (*load)(void *dev, const void *buf, size_t len);
+	/* Optional, called with the VM paused before save: finish or record every
+	 * request in flight and start no new one until the VM resumes. */
+	int (*quiesce)(void *dev);
 	void (*destroy)(void *dev);
 };
 struct device {
@@ -105,6 +112,9 @@ struct vm {
 	enum vm_end_reason end_reason;
 	int end_status;
 	char end_msg[256];
+
+	struct snapshot_restore *restore; /* snapshot being restored (vmstate.h), else NULL */
+	uint64_t first_run_ns;    /* CLOCK_MONOTONIC when a vCPU first entered KVM_RUN */
 
 	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */
 };

@@ -7,6 +7,14 @@
 struct vm;
 int cmd_run(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+/* Control socket clients (src/cli/ctl.c). */
+int cmd_ls(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_events(int argc, char **argv);
 
 /* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
 int parse_size(const char *s, uint64_t *out);

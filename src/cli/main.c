@@ -21,6 +21,13 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  run       boot a guest kernel and connect its serial console\n"
 		"  inspect   introspect a Linux guest's kernel (processes, modules, interfaces)\n"
+		"  ls        list running VMs (their control sockets, docs/api.md)\n"
+		"  info      describe a running VM: info NAME [--json]\n"
+		"  pause     stop a running VM's vCPUs: pause NAME\n"
+		"  resume    let a paused VM run again: resume NAME\n"
+		"  stats     a running VM's exit counters: stats NAME [--json]\n"
+		"  stop      end a running VM (its vmsvc exits with status 0): stop NAME\n"
+		"  events    stream a running VM's events as JSON lines: events NAME\n"
 		"  version   print the version\n"
 		"  help      this text (also: vmsvc <command> --help)\n"
 		"\n"
@@ -41,6 +48,13 @@ static const struct {
 } commands[] = {
 	{ "run", cmd_run },
 	{ "inspect", cmd_inspect },
+	{ "ls", cmd_ls },
+	{ "info", cmd_info },
+	{ "pause", cmd_pause },
+	{ "resume", cmd_resume },
+	{ "stats", cmd_stats },
+	{ "stop", cmd_stop },
+	{ "events", cmd_events },
 	{ "version", cmd_version },
 	{ "--version", cmd_version },
 	{ "help", cmd_help },

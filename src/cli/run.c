@@ -8,11 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
 #include <vmsvc/imgboot.h>
+#include <vmsvc/control.h>
 #include <vmsvc/services.h>
 #include <vmsvc/vm.h>
+#include <vmsvc/vmstate.h>
 #include "cli/cli.h"
 
 /* Exit statuses (documented in README). */
@@ -23,6 +26,7 @@ static void run_usage(FILE *f)
 	fprintf(f,
 		"usage: vmsvc run --kernel IMAGE [options]\n"
 		"       vmsvc run DISK.img [options]\n"
+		"       vmsvc run --restore DIR [--disk SPEC...] [--net SPEC...] [options]\n"
 		"\n"
 		"Boot IMAGE (bzImage, ELF vmlinux, or PVH ELF) and connect its serial console (COM1).\n"
 		"With a disk image instead of --kernel, the kernel and initrd are taken from the\n"
@@ -41,11 +45,16 @@ static void run_usage(FILE *f)
 		"  -s, --serial WHERE       stdio (default), file:PATH, or none\n"
 		"      --stats              print exit statistics when the guest ends\n"
 		"      --rng                add a virtio-rng PCI device (host getrandom)\n"
+		"      --name NAME          control socket name (default vm-PID): see 'vmsvc ls', docs/api.md\n"
+		"      --control PATH       control socket path (default $XDG_RUNTIME_DIR/vmsvc/NAME.sock,\n"
+		"                           /run/vmsvc/NAME.sock without XDG_RUNTIME_DIR)\n"
 		"  -d, --disk SPEC          virtio-blk disk: PATH[,ro][,overlay=FILE|,ephemeral]\n"
 		"                           [,serial=ID][,cache=none]  (repeatable)\n"
 		"  -n, --net SPEC           virtio-net NIC: tap=NAME[,mac=MAC][,capture=FILE.pcap]\n"
 		"                           [,create=on]  (repeatable)\n"
 		"  -v, --verbose            more messages;  -q, --quiet  errors only\n"
+		"      --restore DIR        continue the snapshot in DIR (vmsvc snapshot); memory,\n"
+		"                           vCPUs and devices come from it; give the same --disk/--net\n"
 		"  -h, --help               this text\n"
 		"\n"
 		"Console: Ctrl-A x quits, Ctrl-A h helps.\n"
@@ -123,7 +132,7 @@ static void teardown_in_background(void)
 	/* On fork failure the teardown simply happens in this process. */
 }
 
-static int run_configured(struct vm_config cfg, const char *serial)
+static int run_configured(struct vm_config cfg, const char *serial, const struct control_config *ctl_cfg)
 {
 	int out_fd = -1;
 	if (!strcmp(serial, "stdio")) {
@@ -158,12 +167,34 @@ static int run_configured(struct vm_config cfg, const char *serial)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct vm *vm;
+	struct timespec restore_t0;
+	clock_gettime(CLOCK_MONOTONIC, &restore_t0);
 	if (vm_create(&cfg, &vm) < 0) {
 		fprintf(stderr, "vmsvc: %s\n", err_msg());
 		if (out_fd >= 0)
 			close(out_fd);
 		return EXIT_START_FAILURE;
 	}
+	/* Every running VM has a control socket (docs/api.md); a name a live VM
+	 * already owns is refused before the guest starts. Without --name or
+	 * --control a socket that cannot be created is only a warning. */
+	struct control *ctl = NULL;
+	if (control_create(vm, &ctl) < 0 || control_start(ctl, ctl_cfg) < 0) {
+		control_destroy(ctl);
+		ctl = NULL;
+		if (ctl_cfg->name || ctl_cfg->path) {
+			fprintf(stderr, "vmsvc: %s\n", err_msg());
+			vm_destroy(vm);
+			if (out_fd >= 0)
+				close(out_fd);
+			return EXIT_START_FAILURE;
+		}
+		log_warn("no control socket: %s", err_msg());
+	}
+#ifdef HAVE_JSONC
+	if (ctl)   /* "snapshot" (replaces the control service's placeholder) */
+		snapshot_control_register(ctl, vm);
+#endif
 	struct stats *stats = NULL;
 	if (cfg.stats && stats_attach(vm, &stats) < 0)
 		log_warn("%s", err_msg());
@@ -174,8 +205,14 @@ static int run_configured(struct vm_config cfg, const char *serial)
 		log_warn("console input disabled: %s", err_msg());
 
 	int status = vm_run(vm);
+	if (cfg.restore_dir && vm->first_run_ns) {
+		uint64_t t0 = (uint64_t)restore_t0.tv_sec * 1000000000ULL + (uint64_t)restore_t0.tv_nsec;
+		log_info("restore: first KVM_RUN %.3f ms after restore start (CLOCK_MONOTONIC %llu ns)",
+			 (double)(vm->first_run_ns - t0) / 1e6, (unsigned long long)vm->first_run_ns);
+	}
 
 	console_stop();
+	control_stop(ctl);   /* flushes vm.stopped to event streams, removes the socket */
 	if (sig_started) {
 		pthread_kill(sig_thread, SIGUSR2);
 		pthread_join(sig_thread, NULL);
@@ -194,6 +231,7 @@ static int run_configured(struct vm_config cfg, const char *serial)
 		stats_print(stats, stderr);
 		stats_detach(vm, stats);
 	}
+	control_destroy(ctl);
 	teardown_in_background();
 	vm_destroy(vm);
 	if (out_fd >= 0)
@@ -211,12 +249,15 @@ int cmd_run(int argc, char **argv)
 		{ "stats", no_argument, 0, 'S' },         { "verbose", no_argument, 0, 'v' },
 		{ "quiet", no_argument, 0, 'q' },         { "help", no_argument, 0, 'h' },
 		{ "rng", no_argument, 0, 'R' },
+		{ "name", required_argument, 0, 'N' },    { "control", required_argument, 0, 'C' },
 		{ "disk", required_argument, 0, 'd' },    { "net", required_argument, 0, 'n' },
+		{ "restore", required_argument, 0, 'r' },
 		{ 0, 0, 0, 0 },
 	};
 	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
 				 .serial_in_fd = STDIN_FILENO };
 	const char *serial = "stdio";
+	struct control_config ctl_cfg = { 0 };
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:d:n:vqh", opts, NULL)) != -1) {
@@ -245,6 +286,9 @@ int cmd_run(int argc, char **argv)
 		case 's': serial = optarg; break;
 		case 'S': cfg.stats = true; break;
 		case 'R': cfg.rng = true; break;
+		case 'r': cfg.restore_dir = optarg; break;
+		case 'N': ctl_cfg.name = optarg; break;
+		case 'C': ctl_cfg.path = optarg; break;
 		case 'd':
 			if (cfg.ndisks == VM_MAX_DISKS) {
 				fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
@@ -269,9 +313,9 @@ int cmd_run(int argc, char **argv)
 	struct imgboot_result img = { .kernel_fd = -1, .initrd_fd = -1 };
 	char *img_cmdline = NULL, *img_disk = NULL;
 	if (optind < argc) {
-		if (cfg.kernel || optind + 1 < argc) {
+		if (cfg.kernel || cfg.restore_dir || optind + 1 < argc) {
 			fprintf(stderr, "vmsvc: unexpected argument '%s' (a disk image replaces --kernel)\n",
-				argv[cfg.kernel ? optind : optind + 1]);
+				argv[cfg.kernel || cfg.restore_dir ? optind : optind + 1]);
 			return EXIT_START_FAILURE;
 		}
 		if (cfg.ndisks == VM_MAX_DISKS) {
@@ -310,11 +354,11 @@ int cmd_run(int argc, char **argv)
 		log_info("%s: booting %s%s%s from %s partition %d, root=%s", image, img.kernel_file,
 			 img.initrd_file[0] ? " with " : "", img.initrd_file, img.table, img.partition, img.root_dev);
 	}
-	if (!cfg.kernel) {
+	if (!cfg.kernel && !cfg.restore_dir) {
 		fprintf(stderr, "vmsvc: run: --kernel IMAGE or a disk image is required (see 'vmsvc run --help')\n");
 		return EXIT_START_FAILURE;
 	}
-	int status = run_configured(cfg, serial);
+	int status = run_configured(cfg, serial, &ctl_cfg);
 	imgboot_release(&img);
 	free(img_cmdline);
 	free(img_disk);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
 #include "vmm/vcpu.h"
@@ -337,6 +338,11 @@ static void *vcpu_thread(void *arg)
 	pthread_mutex_lock(&vm->pause_lock);
 	vm->running_threads++;
 	pthread_mutex_unlock(&vm->pause_lock);
+	/* Restore latency is measured up to here (first KVM_RUN of any vCPU). */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t none = 0, now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	__atomic_compare_exchange_n(&vm->first_run_ns, &none, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 	while (!__atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE)) {
 		/* A pause request sets immediate_exit, so KVM_RUN completes any pending
 		 * I/O exit and returns EINTR at once: only then is the state stable. */

@@ -14,6 +14,7 @@
 #include <vmsvc/pci.h>
 #include <vmsvc/platform.h>
 #include <vmsvc/vm.h>
+#include <vmsvc/vmstate.h>
 #include "vmm/vcpu.h"
 
 #define DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=1"
@@ -43,7 +44,7 @@ int vm_add_device(struct vm *vm, const struct device_ops *ops, void *dev)
 
 static int vm_setup_memory(struct vm *vm)
 {
-	int r = mem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.hugepages);
+	int r = vm->restore ? snapshot_restore_memory(vm) : mem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.hugepages);
 	if (r < 0)
 		return r;
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
@@ -82,12 +83,31 @@ static int vm_setup_devices(struct vm *vm)
 	return 0;
 }
 
+/* vCPUs with CPUID and initial MSRs; the BSP starts at `entry` (NULL: restore). */
+static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
+{
+	int r;
+	struct cpuid_hide hide = { 0 };
+	if (vm->cfg.cpu_features && (r = cpuid_parse_features(vm->cfg.cpu_features, &hide)) < 0)
+		return r;
+	struct kvm_cpuid2 *supported = NULL;
+	if ((r = cpuid_get_supported(vm->kvm_fd, &supported)) < 0)
+		return r;
+	for (int i = 0; i < vm->ncpus; i++) {
+		r = vcpu_create(vm, i, supported, &hide, i == 0 ? entry : NULL);
+		if (r < 0)
+			break;
+	}
+	free(supported);
+	return r;
+}
+
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
 	int r;
-	if (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS)
+	if (!cfg->restore_dir && (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS))
 		return err_set(EINVAL, "--cpus %d out of range (1..%d)", cfg->ncpus, VM_MAX_CPUS);
-	if (!cfg->kernel)
+	if (!cfg->kernel && !cfg->restore_dir)
 		return err_set(EINVAL, "no kernel given");
 	struct vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -105,6 +125,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	io_bus_init(&vm->io);
 
 	if ((r = kvm_probe(&vm->kvm_fd)) < 0)
+		goto fail;
+	/* Restore: validate the whole snapshot and take the machine shape from it
+	 * before anything else is built. */
+	if (cfg->restore_dir && (r = snapshot_restore_open(vm, cfg->restore_dir)) < 0)
 		goto fail;
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {
@@ -133,6 +157,16 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	if ((r = vm_setup_devices(vm)) < 0)
 		goto fail;
 
+	if (vm->restore) {
+		r = vm_create_vcpus(vm, NULL);
+		if (r == 0)
+			r = snapshot_restore_state(vm);
+		if (r < 0)
+			goto fail;
+		*out = vm;
+		return 0;
+	}
+
 	uint64_t rsdp = 0;
 	if ((r = platform_write_tables(&vm->mem, (unsigned)vm->ncpus, &rsdp)) < 0) {
 		r = err_prefix(r, "writing ACPI/MP tables");
@@ -149,19 +183,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		goto fail;
 	log_info("loaded %s: %s, entry %#llx", cfg->kernel, entry.kind, (unsigned long long)entry.rip);
 
-	struct cpuid_hide hide = { 0 };
-	if (cfg->cpu_features && (r = cpuid_parse_features(cfg->cpu_features, &hide)) < 0)
-		goto fail;
-	struct kvm_cpuid2 *supported = NULL;
-	if ((r = cpuid_get_supported(vm->kvm_fd, &supported)) < 0)
-		goto fail;
-	for (int i = 0; i < vm->ncpus; i++) {
-		r = vcpu_create(vm, i, supported, &hide, i == 0 ? &entry : NULL);
-		if (r < 0)
-			break;
-	}
-	free(supported);
-	if (r < 0)
+	if ((r = vm_create_vcpus(vm, &entry)) < 0)
 		goto fail;
 	*out = vm;
 	return 0;
@@ -285,6 +307,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	mem_free(&vm->mem);
+	snapshot_restore_close(vm);
 	io_bus_destroy(&vm->io);
 	pthread_mutex_destroy(&vm->end_lock);
 	pthread_mutex_destroy(&vm->pause_lock);

@@ -107,7 +107,7 @@ static int check(bool ok, const char *what)
 
 static int copy_file(const char *from, const char *to)
 {
-	char cmd[8192];
+	char cmd[9000];
 	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
 	return system(cmd);
 }
