@@ -15,6 +15,7 @@ int cmd_resume(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_events(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 /* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
 int parse_size(const char *s, uint64_t *out);

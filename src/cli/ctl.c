@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <limits.h>
 #include <unistd.h>
 #include <vmsvc/control.h>
 #include <vmsvc/err.h>
@@ -29,6 +30,7 @@ int cmd_resume(int argc, char **argv) { return no_json(); }
 int cmd_stats(int argc, char **argv) { return no_json(); }
 int cmd_stop(int argc, char **argv) { return no_json(); }
 int cmd_events(int argc, char **argv) { return no_json(); }
+int cmd_snapshot(int argc, char **argv) { return no_json(); }
 #else
 #include <json-c/json.h>
 
@@ -339,6 +341,59 @@ static int simple_cmd(int argc, char **argv, const char *cmd)
 }
 
 int cmd_pause(int argc, char **argv) { return simple_cmd(argc, argv, "pause"); }
+
+/* `vmsvc snapshot NAME DIR [--stop]`: the VM process writes DIR, so the path is
+ * made absolute here. */
+int cmd_snapshot(int argc, char **argv)
+{
+	const char *name = NULL, *dir = NULL;
+	bool stop = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--stop"))
+			stop = true;
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			printf("usage: vmsvc snapshot NAME DIR [--stop]\n"
+			       "Write a consistent snapshot of running VM NAME to directory DIR (docs/snapshot-format.md);\n"
+			       "the VM continues afterwards unless --stop. Restore with: vmsvc run --restore DIR\n");
+			return 0;
+		} else if (!name)
+			name = argv[i];
+		else if (!dir)
+			dir = argv[i];
+		else {
+			fprintf(stderr, "vmsvc: snapshot: unexpected argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	if (!name || !dir) {
+		fprintf(stderr, "usage: vmsvc snapshot NAME DIR [--stop]\n");
+		return 2;
+	}
+	char abs[PATH_MAX];
+	if (dir[0] == '/')
+		snprintf(abs, sizeof(abs), "%s", dir);
+	else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr, "vmsvc: snapshot: getcwd: %s\n", strerror(errno));
+			return 1;
+		}
+		if (snprintf(abs, sizeof(abs), "%s/%s", cwd, dir) >= (int)sizeof(abs)) {
+			fprintf(stderr, "vmsvc: snapshot: path too long\n");
+			return 1;
+		}
+	}
+	struct json_object *extra = json_object_new_object();
+	json_object_object_add(extra, "dir", json_object_new_string(abs));
+	json_object_object_add(extra, "stop", json_object_new_boolean(stop));
+	struct json_object *res = NULL;
+	int r = call_vm(name, "snapshot", extra, &res);
+	if (r < 0)
+		return 1;
+	printf("%s: snapshot written to %s%s\n", name, abs, stop ? " (VM stopped)" : "");
+	json_object_put(res);
+	return 0;
+}
 
 /* `vmsvc resume FILE` (a suspended VM) belongs to the suspend service: when it
  * defines cmd_resume_file, a regular-file argument goes there. */

@@ -28,6 +28,7 @@ static void usage(FILE *f)
 		"  stats     a running VM's exit counters: stats NAME [--json]\n"
 		"  stop      end a running VM (its vmsvc exits with status 0): stop NAME\n"
 		"  events    stream a running VM's events as JSON lines: events NAME\n"
+		"  snapshot  write a running VM's state to a directory: snapshot NAME DIR [--stop]\n"
 		"  version   print the version\n"
 		"  help      this text (also: vmsvc <command> --help)\n"
 		"\n"
@@ -55,6 +56,7 @@ static const struct {
 	{ "stats", cmd_stats },
 	{ "stop", cmd_stop },
 	{ "events", cmd_events },
+	{ "snapshot", cmd_snapshot },
 	{ "version", cmd_version },
 	{ "--version", cmd_version },
 	{ "help", cmd_help },
