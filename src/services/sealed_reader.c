@@ -1,0 +1,518 @@
+/* Sealed-file reader: header checks, key derivation, chunk authentication,
+ * decompression and the record parser. Every failure is one line naming the
+ * file and the file offset of the chunk being processed; after a failure the
+ * reader refuses further calls. See docs/suspend-format.md. */
+#if defined(HAVE_SODIUM) && defined(HAVE_ZSTD)
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sodium.h>
+#include <zstd.h>
+#include <vmsvc/err.h>
+#include "services/sealed_internal.h"
+
+#define TAG_MESSAGE crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+#define TAG_FINAL crypto_secretstream_xchacha20poly1305_TAG_FINAL
+#define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+
+#define SINK_SIZE (64u << 10)
+
+enum source { SRC_FILE, SRC_MEM_ZSTD, SRC_MEM_RAW };
+
+struct reader_secret {
+	crypto_secretstream_xchacha20poly1305_state st;
+	uint8_t key[SEALED_KEY_BYTES];
+};
+
+struct sealed_reader {
+	char *name;
+	enum source src;
+	int fd;
+	struct reader_secret *sec;
+	uint8_t hdr[SEALED_HDR_SIZE];
+	size_t chunk_size;
+	uint8_t *cbuf, *pbuf;
+	uint8_t *sink; /* discard target for sealed_verify; contents never read */
+	uint64_t file_size;
+	uint64_t chunk_off, next_off; /* file offsets of the current and the next chunk */
+	uint64_t nchunks;
+	bool final_seen, mem_given;
+	const uint8_t *mem;
+	size_t mem_len;
+	ZSTD_inBuffer in; /* compressed bytes of the current chunk not yet decompressed */
+	ZSTD_DCtx *dz;
+	size_t zret; /* last ZSTD_decompressStream result: 0 = the frame is complete */
+	/* Record state. */
+	bool in_record, done;
+	uint32_t rec_type;
+	uint64_t rec_len, nrecords;
+	int failed;
+	char msg[256]; /* the first failure's message, repeated by later calls */
+	struct sealed_opts opts;
+};
+
+/* Record the first failure; later calls get the same errno back. */
+static int fail(struct sealed_reader *r, int rc)
+{
+	if (!r->failed) {
+		r->failed = rc;
+		snprintf(r->msg, sizeof(r->msg), "%s", err_msg());
+	}
+	return rc;
+}
+
+static unsigned long long off(const struct sealed_reader *r)
+{
+	return (unsigned long long)r->chunk_off;
+}
+
+static int bad(struct sealed_reader *r, const char *what)
+{
+	return fail(r, err_set(EBADMSG, "%s: %s at offset %llu", r->name, what, off(r)));
+}
+
+/* Read up to n bytes at the current position; *got < n only at end of file. */
+static int read_full(struct sealed_reader *r, uint8_t *buf, size_t n, size_t *got)
+{
+	*got = 0;
+	while (*got < n) {
+		ssize_t k = read(r->fd, buf + *got, n - *got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return fail(r, err_set(errno, "%s: read: %s", r->name, strerror(errno)));
+		if (k == 0)
+			break;
+		*got += (size_t)k;
+	}
+	return 0;
+}
+
+/* Read, authenticate and decrypt the next chunk into r->in. */
+static int next_chunk(struct sealed_reader *r)
+{
+	size_t want = r->chunk_size + ABYTES, got;
+	r->chunk_off = r->next_off;
+	int rc = read_full(r, r->cbuf, want, &got);
+	if (rc < 0)
+		return rc;
+	if (got < ABYTES)
+		return bad(r, "truncated (the final chunk is missing)");
+	unsigned long long plen;
+	unsigned char tag;
+	const uint8_t *ad = r->nchunks == 0 ? r->hdr : NULL;
+	if (crypto_secretstream_xchacha20poly1305_pull(&r->sec->st, r->pbuf, &plen, &tag, r->cbuf, got, ad,
+						       ad ? SEALED_HDR_SIZE : 0) != 0)
+		return fail(r, err_set(EBADMSG,
+				       "%s: wrong key or passphrase, or the file was modified "
+				       "(authentication failed at offset %llu)",
+				       r->name, off(r)));
+	r->nchunks++;
+	r->next_off += got;
+	if (tag == TAG_FINAL) {
+		uint8_t extra;
+		size_t n;
+		if ((rc = read_full(r, &extra, 1, &n)) < 0)
+			return rc;
+		if (n) {
+			return fail(r, err_set(EBADMSG, "%s: %llu bytes of trailing data after the final chunk at offset %llu",
+					       r->name, (unsigned long long)(r->file_size - r->next_off), off(r)));
+		}
+		r->final_seen = true;
+	} else if (tag != TAG_MESSAGE) {
+		return bad(r, "unexpected chunk tag");
+	} else if (got < want) {
+		return bad(r, "truncated (the final chunk is missing)");
+	}
+	r->in = (ZSTD_inBuffer){r->pbuf, (size_t)plen, 0};
+	if (r->opts.progress)
+		r->opts.progress(r->next_off, r->file_size, r->opts.progress_arg);
+	return 0;
+}
+
+/* Make more compressed input available: 1 = some (possibly empty chunk), 0 = none left. */
+static int more_input(struct sealed_reader *r)
+{
+	if (r->src != SRC_FILE) {
+		if (r->mem_given)
+			return 0;
+		r->mem_given = true;
+		r->in = (ZSTD_inBuffer){r->mem, r->mem_len, 0};
+		return 1;
+	}
+	if (r->final_seen)
+		return 0;
+	int rc = next_chunk(r);
+	return rc < 0 ? rc : 1;
+}
+
+/* Exactly n plaintext bytes into dst; running out is an error (the writer always
+ * closes a stream with an END frame). */
+static int plain_read(struct sealed_reader *r, uint8_t *dst, size_t n)
+{
+	ZSTD_outBuffer out = {dst, n, 0};
+	while (out.pos < out.size) {
+		if (r->src == SRC_MEM_RAW) {
+			size_t k = r->in.size - r->in.pos;
+			if (k > out.size - out.pos)
+				k = out.size - out.pos;
+			if (k)
+				memcpy(dst + out.pos, (const uint8_t *)r->in.src + r->in.pos, k);
+			out.pos += k;
+			r->in.pos += k;
+		} else {
+			size_t in0 = r->in.pos, out0 = out.pos;
+			size_t zr = r->zret = ZSTD_decompressStream(r->dz, &out, &r->in);
+			if (ZSTD_isError(zr)) {
+				char what[96];
+				snprintf(what, sizeof(what), "bad compressed data (%s)", ZSTD_getErrorName(zr));
+				return bad(r, what);
+			}
+			if (zr == 0 && out.pos < out.size)
+				return bad(r, "compressed stream ends before the end of the records");
+			if (r->in.pos != in0 || out.pos != out0)
+				continue;
+		}
+		if (out.pos == out.size)
+			break;
+		if (r->in.pos < r->in.size)
+			return bad(r, "decompressor made no progress");
+		int rc = more_input(r);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			return bad(r, "stream ends before the end of the records");
+	}
+	return 0;
+}
+
+/* After the END frame: nothing may follow, the zstd frame must be complete and
+ * (for files) the final chunk must have been read with the file ending there. */
+static int check_end(struct sealed_reader *r)
+{
+	if (r->src != SRC_MEM_RAW && r->zret != 0) {
+		for (;;) {
+			uint8_t extra;
+			ZSTD_outBuffer out = {&extra, 1, 0};
+			size_t in0 = r->in.pos;
+			size_t zr = ZSTD_decompressStream(r->dz, &out, &r->in);
+			if (ZSTD_isError(zr))
+				return bad(r, "bad compressed data after the end marker");
+			if (out.pos)
+				return bad(r, "data after the end marker");
+			if (zr == 0)
+				break;
+			if (r->in.pos != in0)
+				continue;
+			if (r->in.pos < r->in.size)
+				return bad(r, "decompressor made no progress");
+			int rc = more_input(r);
+			if (rc < 0)
+				return rc;
+			if (rc == 0)
+				return bad(r, "compressed stream is truncated");
+		}
+	}
+	for (;;) {
+		if (r->in.pos < r->in.size)
+			return bad(r, "trailing data after the end marker");
+		int rc = more_input(r);
+		if (rc <= 0)
+			return rc;
+	}
+}
+
+static int read_frame(struct sealed_reader *r, uint32_t *kind, uint32_t *type, uint64_t *len)
+{
+	uint8_t f[SEALED_FRAME_SIZE];
+	int rc = plain_read(r, f, sizeof(f));
+	if (rc < 0)
+		return rc;
+	*kind = sealed__get32(f);
+	*type = sealed__get32(f + 4);
+	*len = sealed__get64(f + 8);
+	return 0;
+}
+
+int sealed_next(struct sealed_reader *r, uint32_t *type, uint64_t *len)
+{
+	if (r->failed)
+		return err_set(-r->failed, "%s", r->msg);
+	if (r->in_record)
+		return err_set(EINVAL, "%s: sealed_next before the previous record's body was read", r->name);
+	if (r->done)
+		return 0;
+	uint32_t kind, t;
+	uint64_t n;
+	int rc = read_frame(r, &kind, &t, &n);
+	if (rc < 0)
+		return rc;
+	if (kind == SEALED_FR_BEGIN) {
+		r->in_record = true;
+		r->rec_type = t;
+		r->rec_len = n;
+		*type = t;
+		*len = n;
+		return 1;
+	}
+	if (kind != SEALED_FR_END || t != 0)
+		return bad(r, "bad record frame");
+	if (n != r->nrecords)
+		return bad(r, "record count mismatch at the end marker");
+	if ((rc = check_end(r)) < 0)
+		return rc;
+	r->done = true;
+	return 0;
+}
+
+/* Body of the current record into buf (NULL: authenticate and discard). */
+static int read_body(struct sealed_reader *r, uint8_t *buf, uint64_t len)
+{
+	if (r->failed)
+		return err_set(-r->failed, "%s", r->msg);
+	if (!r->in_record || len != r->rec_len)
+		return err_set(EINVAL, "%s: record body read of %llu bytes does not match the record (%llu)",
+			       r->name, (unsigned long long)len, (unsigned long long)r->rec_len);
+	uint64_t pos = 0;
+	while (pos < len) {
+		uint32_t kind, t;
+		uint64_t n;
+		int rc = read_frame(r, &kind, &t, &n);
+		if (rc < 0)
+			return rc;
+		if ((kind != SEALED_FR_DATA && kind != SEALED_FR_ZERO) || t != 0)
+			return bad(r, "bad frame inside a record");
+		if (n > len - pos)
+			return bad(r, "frame runs past the end of its record");
+		if (kind == SEALED_FR_ZERO) {
+			if (buf && !r->opts.buf_prezeroed)
+				memset(buf + pos, 0, (size_t)n);
+		} else if (buf) {
+			if ((rc = plain_read(r, buf + pos, (size_t)n)) < 0)
+				return rc;
+		} else {
+			if (!r->sink && !(r->sink = malloc(SINK_SIZE)))
+				return fail(r, err_set(ENOMEM, "out of memory"));
+			for (uint64_t k = 0; k < n;) {
+				size_t piece = n - k < SINK_SIZE ? (size_t)(n - k) : SINK_SIZE;
+				if ((rc = plain_read(r, r->sink, piece)) < 0)
+					return rc;
+				k += piece;
+			}
+		}
+		pos += n;
+	}
+	r->in_record = false;
+	r->nrecords++;
+	return 0;
+}
+
+int sealed_read_body(struct sealed_reader *r, void *buf, uint64_t len)
+{
+	if (len && !buf)
+		return err_set(EINVAL, "%s: no buffer for a %llu-byte record", r->name, (unsigned long long)len);
+	return read_body(r, buf, len);
+}
+
+int sealed_read(struct sealed_reader *r, uint32_t *type, void *buf, uint64_t cap, uint64_t *len)
+{
+	int rc = sealed_next(r, type, len);
+	if (rc <= 0)
+		return rc;
+	if (*len > cap) {
+		char what[96];
+		snprintf(what, sizeof(what), "record of %llu bytes exceeds the limit of %llu",
+			 (unsigned long long)*len, (unsigned long long)cap);
+		return bad(r, what);
+	}
+	rc = sealed_read_body(r, buf, *len);
+	return rc < 0 ? rc : 1;
+}
+
+static void reader_free(struct sealed_reader *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->sec)
+		sodium_free(r->sec);
+	ZSTD_freeDCtx(r->dz);
+	if (r->pbuf)
+		sodium_memzero(r->pbuf, r->chunk_size);
+	free(r->pbuf);
+	free(r->cbuf);
+	free(r->sink);
+	free(r->name);
+	free(r);
+}
+
+int sealed_close(struct sealed_reader *r)
+{
+	if (!r)
+		return 0;
+	int rc = 0;
+	if (r->failed)
+		rc = err_set(-r->failed, "%s", r->msg);
+	else if (!r->done)
+		rc = err_set(EBADMSG, "%s: closed before the end of the file was verified", r->name);
+	reader_free(r);
+	return rc;
+}
+
+/* ---- Opening ---- */
+
+static struct sealed_reader *reader_new(const char *name, const struct sealed_opts *opts)
+{
+	struct sealed_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->fd = -1;
+	if (opts)
+		r->opts = *opts;
+	if (!(r->name = strdup(name)) || !(r->dz = ZSTD_createDCtx()) ||
+	    ZSTD_isError(ZSTD_DCtx_setParameter(r->dz, ZSTD_d_windowLogMax, SEALED_ZSTD_WINDOWLOG_MAX))) {
+		reader_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Header fields, checked before any allocation or key derivation they size. */
+static int check_header(struct sealed_reader *r, const struct sealed_key *key)
+{
+	const uint8_t *h = r->hdr;
+	const char *n = r->name;
+	if (memcmp(h, SEALED_MAGIC, 8) != 0)
+		return err_set(EINVAL, "%s: not a vmsvc suspend file (bad magic)", n);
+	uint32_t version = sealed__get32(h + SEALED_OFF_VERSION);
+	if (version > SEALED_FORMAT_VERSION)
+		return err_set(ENOTSUP, "%s: format version %u is newer than this vmsvc supports (%u)", n,
+			       version, SEALED_FORMAT_VERSION);
+	if (version != SEALED_FORMAT_VERSION)
+		return err_set(ENOTSUP, "%s: unsupported format version %u", n, version);
+	if (sealed__get32(h + SEALED_OFF_FLAGS) != SEALED_FLAG_ZSTD)
+		return err_set(EINVAL, "%s: unknown flags 0x%x in the header", n, sealed__get32(h + SEALED_OFF_FLAGS));
+	uint32_t chunk = sealed__get32(h + SEALED_OFF_CHUNK);
+	if (chunk < SEALED_CHUNK_MIN || chunk > SEALED_CHUNK_MAX)
+		return err_set(EINVAL, "%s: chunk size %u out of range", n, chunk);
+	r->chunk_size = chunk;
+	uint32_t kdf = sealed__get32(h + SEALED_OFF_KDF);
+	uint64_t ops = sealed__get64(h + SEALED_OFF_OPSLIMIT), mem = sealed__get64(h + SEALED_OFF_MEMLIMIT);
+	static const uint8_t zero_salt[SEALED_SALT_BYTES];
+	if (kdf == SEALED_KDF_RAW) {
+		if (ops || mem || memcmp(h + SEALED_OFF_SALT, zero_salt, SEALED_SALT_BYTES))
+			return err_set(EINVAL, "%s: raw-key file with KDF parameters in the header", n);
+		if (key->kind != SEALED_KEY_RAW)
+			return err_set(EINVAL, "%s: sealed with a raw key file, not a passphrase (use --key-file)", n);
+	} else if (kdf == SEALED_KDF_ARGON2ID) {
+		/* Bounds first: an absurd memlimit would make us allocate on a stranger's say-so. */
+		if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > SEALED_OPS_MAX || mem < crypto_pwhash_MEMLIMIT_MIN ||
+		    mem > SEALED_MEM_MAX)
+			return err_set(EINVAL, "%s: Argon2id parameters out of bounds (ops %llu, mem %llu bytes)", n,
+				       (unsigned long long)ops, (unsigned long long)mem);
+		if (key->kind != SEALED_KEY_PASS)
+			return err_set(EINVAL, "%s: sealed with a passphrase, not a key file (use --passphrase-file)", n);
+	} else {
+		return err_set(EINVAL, "%s: unknown key derivation %u", n, kdf);
+	}
+	return 0;
+}
+
+int sealed_open_fd(int fd, const char *name, const struct sealed_key *key, const struct sealed_opts *opts,
+		   struct sealed_reader **out)
+{
+	int rc = sealed__sodium_ready();
+	if (rc < 0)
+		return rc;
+	struct sealed_reader *r = reader_new(name, opts);
+	if (!r)
+		return err_set(ENOMEM, "out of memory");
+	r->src = SRC_FILE;
+	struct stat st;
+	if ((r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0 || fstat(r->fd, &st) < 0) {
+		rc = err_set(errno, "%s: %s", name, strerror(errno));
+		goto fail;
+	}
+	r->file_size = (uint64_t)st.st_size;
+	size_t got;
+	if ((rc = read_full(r, r->hdr, SEALED_HDR_SIZE, &got)) < 0)
+		goto fail;
+	if (got < SEALED_HDR_SIZE) {
+		rc = err_set(EINVAL, "%s: not a vmsvc suspend file (too short)", name);
+		goto fail;
+	}
+	if ((rc = check_header(r, key)) < 0)
+		goto fail;
+	r->pbuf = malloc(r->chunk_size);
+	r->cbuf = malloc(r->chunk_size + ABYTES);
+	r->sec = sodium_malloc(sizeof(*r->sec));
+	if (!r->pbuf || !r->cbuf || !r->sec) {
+		rc = err_set(ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = sealed__derive(key, r->hdr, r->sec->key)) < 0)
+		goto fail;
+	rc = crypto_secretstream_xchacha20poly1305_init_pull(&r->sec->st, r->hdr + SEALED_OFF_SSHDR, r->sec->key);
+	sodium_memzero(r->sec->key, sizeof(r->sec->key));
+	if (rc != 0) {
+		rc = err_set(EBADMSG, "%s: bad stream header", name);
+		goto fail;
+	}
+	r->next_off = SEALED_HDR_SIZE;
+	/* The first chunk carries the header as additional data: a wrong key or an
+	 * edited header fails here, before the caller sees any record. */
+	if ((rc = next_chunk(r)) < 0)
+		goto fail;
+	*out = r;
+	return 0;
+fail:
+	reader_free(r);
+	return rc;
+}
+
+int sealed_open(const char *path, const struct sealed_key *key, const struct sealed_opts *opts,
+		struct sealed_reader **out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(errno, "%s: %s", path, strerror(errno));
+	int rc = sealed_open_fd(fd, path, key, opts, out);
+	close(fd);
+	return rc;
+}
+
+int sealed_verify(const char *path, const struct sealed_key *key, const struct sealed_opts *opts)
+{
+	struct sealed_reader *r;
+	int rc = sealed_open(path, key, opts, &r);
+	if (rc < 0)
+		return rc;
+	uint32_t type;
+	uint64_t len;
+	while ((rc = sealed_next(r, &type, &len)) == 1) {
+		if ((rc = read_body(r, NULL, len)) < 0)
+			break;
+	}
+	if (rc < 0) {
+		reader_free(r);
+		return rc;
+	}
+	return sealed_close(r);
+}
+
+int sealed__reader_from_plain(const void *data, size_t len, int compressed, struct sealed_reader **out)
+{
+	struct sealed_reader *r = reader_new("(plaintext)", NULL);
+	if (!r)
+		return err_set(ENOMEM, "out of memory");
+	r->src = compressed ? SRC_MEM_ZSTD : SRC_MEM_RAW;
+	r->mem = data;
+	r->mem_len = len;
+	*out = r;
+	return 0;
+}
+#endif

@@ -1,0 +1,452 @@
+/* Sealed-file writer: records -> frames -> zstd -> 1 MiB chunks -> secretstream
+ * -> temp file -> fsync -> atomic rename. See docs/suspend-format.md. */
+#if defined(HAVE_SODIUM) && defined(HAVE_ZSTD)
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sodium.h>
+#include <zstd.h>
+#include <vmsvc/err.h>
+#include "services/sealed_internal.h"
+
+/* Progress and zstd feeding happen in pieces of this size. */
+#define FEED_PIECE (4u << 20)
+/* Frame headers and short runs are gathered here so zstd sees few, large inputs
+ * (with worker threads each ZSTD_compressStream2 call takes locks). */
+#define STAGE_SIZE (256u << 10)
+
+/* What must not be swappable: the stream state holds the key. */
+struct writer_secret {
+	crypto_secretstream_xchacha20poly1305_state st;
+	uint8_t key[SEALED_KEY_BYTES];
+};
+
+struct sealed_writer {
+	char *path;
+	int dirfd, fd;
+	char *tmpname;   /* named temp file, or NULL while the file is unnamed (O_TMPFILE) */
+	struct writer_secret *sec;
+	ZSTD_CCtx *cz;
+	uint8_t hdr[SEALED_HDR_SIZE];
+	uint8_t *pbuf, *cbuf; /* chunk plaintext (compressed bytes) and ciphertext */
+	uint8_t *stage;
+	size_t slen;
+	size_t psize, plen;
+	uint64_t nchunks, nrecords, done, reported;
+	int failed;       /* first error; every later call returns it */
+	struct sealed_opts opts;
+};
+
+static int write_all(struct sealed_writer *w, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = write(w->fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return err_set(errno, "%s: write: %s", w->path, strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int emit_chunk(struct sealed_writer *w, uint8_t tag)
+{
+	unsigned long long clen;
+	/* The header rides as additional data of the first chunk: editing any byte fails it. */
+	const uint8_t *ad = w->nchunks == 0 ? w->hdr : NULL;
+	crypto_secretstream_xchacha20poly1305_push(&w->sec->st, w->cbuf, &clen, w->pbuf, w->plen, ad,
+						   ad ? SEALED_HDR_SIZE : 0, tag);
+	w->nchunks++;
+	w->plen = 0;
+	return write_all(w, w->cbuf, (size_t)clen);
+}
+
+/* Push bytes through zstd; full chunks go out as they fill. */
+static int feed(struct sealed_writer *w, const void *src, size_t n, ZSTD_EndDirective mode)
+{
+	ZSTD_inBuffer in = {src, n, 0};
+	for (;;) {
+		ZSTD_outBuffer out = {w->pbuf + w->plen, w->psize - w->plen, 0};
+		size_t rem = ZSTD_compressStream2(w->cz, &out, &in, mode);
+		if (ZSTD_isError(rem))
+			return err_set(EIO, "%s: zstd: %s", w->path, ZSTD_getErrorName(rem));
+		w->plen += out.pos;
+		if (w->plen == w->psize) {
+			int rc = emit_chunk(w, crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+			if (rc < 0)
+				return rc;
+		}
+		bool input_done = in.pos == in.size;
+		if (mode == ZSTD_e_continue ? input_done : (input_done && rem == 0))
+			return 0;
+		/* Output space left but nothing consumed means zstd is waiting on its workers:
+		 * ZSTD_compressStream2 blocks inside, so looping is not a busy spin. */
+	}
+}
+
+static int flush_stage(struct sealed_writer *w)
+{
+	size_t n = w->slen;
+	w->slen = 0;
+	return n ? feed(w, w->stage, n, ZSTD_e_continue) : 0;
+}
+
+/* Plaintext in order: small pieces via the stage, large ones straight to zstd. */
+static int put_plain(struct sealed_writer *w, const void *p, size_t n)
+{
+	if (w->slen + n > STAGE_SIZE || n >= STAGE_SIZE / 4) {
+		int rc = flush_stage(w);
+		if (rc < 0)
+			return rc;
+		if (n >= STAGE_SIZE / 4)
+			return feed(w, p, n, ZSTD_e_continue);
+	}
+	memcpy(w->stage + w->slen, p, n);
+	w->slen += n;
+	return 0;
+}
+
+static int feed_frame(struct sealed_writer *w, uint32_t kind, uint32_t type, uint64_t len)
+{
+	uint8_t f[SEALED_FRAME_SIZE];
+	sealed__put32(f, kind);
+	sealed__put32(f + 4, type);
+	sealed__put64(f + 8, len);
+	return put_plain(w, f, sizeof(f));
+}
+
+static bool page_is_zero(const uint8_t *p, size_t n)
+{
+	/* 64-byte blocks, early exit on the first non-zero block (random and text pages
+	 * fail within the first block; zero pages are scanned once at memory speed). */
+	for (size_t i = 0; i < n; i += 64) {
+		uint64_t acc = 0, v;
+		for (size_t j = 0; j < 64 && i + j < n; j += 8) {
+			memcpy(&v, p + i + j, 8);
+			acc |= v;
+		}
+		if (acc)
+			return false;
+	}
+	return true;
+}
+
+/* At most about once per MiB (runs can be single pages), and at each record's end. */
+static void report(struct sealed_writer *w, bool record_end)
+{
+	if (w->opts.progress && (record_end || w->done - w->reported >= (1u << 20))) {
+		w->reported = w->done;
+		w->opts.progress(w->done, w->opts.progress_total, w->opts.progress_arg);
+	}
+}
+
+static int fail(struct sealed_writer *w, int rc)
+{
+	if (!w->failed)
+		w->failed = rc;
+	return rc;
+}
+
+int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len)
+{
+	if (w->failed)
+		return err_set(-w->failed, "%s: writer already failed", w->path);
+	if (len && !data)
+		return err_set(EINVAL, "%s: record %u has no data", w->path, type);
+	int rc = feed_frame(w, SEALED_FR_BEGIN, type, len);
+	const uint8_t *p = data;
+	uint64_t pos = 0;
+	while (rc == 0 && pos < len) {
+		/* One run: consecutive pages that are all zero, or all not (at most FEED_PIECE). */
+		size_t first = (size_t)(len - pos < SEALED_PAGE ? len - pos : SEALED_PAGE);
+		bool zero = first == SEALED_PAGE && page_is_zero(p + pos, SEALED_PAGE);
+		uint64_t end = pos + first;
+		while (end < len && end - pos < FEED_PIECE) {
+			size_t n = (size_t)(len - end < SEALED_PAGE ? len - end : SEALED_PAGE);
+			bool z = n == SEALED_PAGE && page_is_zero(p + end, SEALED_PAGE);
+			if (z != zero)
+				break;
+			end += n;
+		}
+		if (zero) {
+			rc = feed_frame(w, SEALED_FR_ZERO, 0, end - pos);
+		} else {
+			rc = feed_frame(w, SEALED_FR_DATA, 0, end - pos);
+			if (rc == 0)
+				rc = put_plain(w, p + pos, (size_t)(end - pos));
+		}
+		w->done += end - pos;
+		pos = end;
+		report(w, pos == len);
+	}
+	if (rc < 0)
+		return fail(w, rc);
+	w->nrecords++;
+	return 0;
+}
+
+/* ---- Temp file and atomic placement ---- */
+
+int sealed__no_tmpfile;
+
+static void random_suffix(char *s, size_t n)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	for (size_t i = 0; i < n; i++)
+		s[i] = abc[randombytes_uniform(sizeof(abc) - 1)];
+}
+
+/* "<path>.tmp.XXXXXX" with a fresh random suffix. */
+static char *temp_name(const char *path)
+{
+	size_t n = strlen(path);
+	char *t = malloc(n + 12);
+	if (t) {
+		memcpy(t, path, n);
+		memcpy(t + n, ".tmp.", 5);
+		random_suffix(t + n + 5, 6);
+		t[n + 11] = 0;
+	}
+	return t;
+}
+
+static int open_temp(struct sealed_writer *w)
+{
+	char *slash = strrchr(w->path, '/');
+	char *dir = slash ? strndup(w->path, slash == w->path ? 1 : (size_t)(slash - w->path)) : strdup(".");
+	if (!dir)
+		return err_set(ENOMEM, "out of memory");
+	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int e = errno;
+	if (w->dirfd < 0) {
+		int rc = err_set(e, "%s: cannot open directory %s: %s", w->path, dir, strerror(e));
+		free(dir);
+		return rc;
+	}
+	/* Unnamed first: a writer killed at any point before commit leaves nothing behind. */
+	if (sealed__no_tmpfile) {
+		w->fd = -1;
+		errno = EOPNOTSUPP;
+	} else {
+		w->fd = openat(w->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	}
+	free(dir);
+	for (int tries = 0; w->fd < 0 && tries < 100; tries++) {
+		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != EEXIST)
+			break;
+		free(w->tmpname);
+		if (!(w->tmpname = temp_name(w->path)))
+			return err_set(ENOMEM, "out of memory");
+		w->fd = open(w->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (w->fd < 0)
+		return err_set(errno, "%s: cannot create temp file: %s", w->path, strerror(errno));
+	/* The lock tells sealed_clean_temps this temp file still has a live writer. */
+	flock(w->fd, LOCK_EX | LOCK_NB);
+	return 0;
+}
+
+/* Give the unnamed file a temp name (linkat via /proc, works unprivileged). */
+static int name_temp(struct sealed_writer *w)
+{
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+	for (int tries = 0; tries < 100; tries++) {
+		free(w->tmpname);
+		if (!(w->tmpname = temp_name(w->path)))
+			return err_set(ENOMEM, "out of memory");
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, w->tmpname, AT_SYMLINK_FOLLOW) == 0)
+			return 0;
+		if (errno != EEXIST)
+			break;
+	}
+	int rc = err_set(errno, "%s: cannot link temp file: %s", w->path, strerror(errno));
+	free(w->tmpname);
+	w->tmpname = NULL;
+	return rc;
+}
+
+static int place(struct sealed_writer *w)
+{
+	if (fsync(w->fd) < 0)
+		return err_set(errno, "%s: fsync: %s", w->path, strerror(errno));
+	if (!w->tmpname) {
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+		/* No file at path yet: one link puts it there atomically. */
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, w->path, AT_SYMLINK_FOLLOW) == 0)
+			goto sync_dir;
+		if (errno != EEXIST)
+			return err_set(errno, "%s: cannot link: %s", w->path, strerror(errno));
+		int rc = name_temp(w);
+		if (rc < 0)
+			return rc;
+	}
+	if (rename(w->tmpname, w->path) < 0)
+		return err_set(errno, "%s: rename from %s: %s", w->path, w->tmpname, strerror(errno));
+	free(w->tmpname);
+	w->tmpname = NULL;
+sync_dir:
+	if (fsync(w->dirfd) < 0)
+		return err_set(errno, "%s: fsync of its directory: %s", w->path, strerror(errno));
+	return 0;
+}
+
+static void writer_free(struct sealed_writer *w)
+{
+	if (w->tmpname)
+		unlink(w->tmpname);
+	if (w->fd >= 0)
+		close(w->fd);
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	if (w->sec)
+		sodium_free(w->sec);
+	ZSTD_freeCCtx(w->cz);
+	if (w->pbuf)
+		sodium_memzero(w->pbuf, w->psize); /* compressed plaintext: not key, but private */
+	if (w->stage)
+		sodium_memzero(w->stage, STAGE_SIZE);
+	free(w->stage);
+	free(w->pbuf);
+	free(w->cbuf);
+	free(w->tmpname);
+	free(w->path);
+	free(w);
+}
+
+void sealed_abort(struct sealed_writer *w)
+{
+	if (w)
+		writer_free(w);
+}
+
+int sealed_commit(struct sealed_writer *w)
+{
+	int rc = w->failed;
+	if (rc < 0) {
+		rc = err_set(-rc, "%s: not written (an earlier write failed)", w->path);
+	} else {
+		rc = feed_frame(w, SEALED_FR_END, 0, w->nrecords);
+		if (rc == 0)
+			rc = flush_stage(w);
+		if (rc == 0)
+			rc = feed(w, NULL, 0, ZSTD_e_end);
+		if (rc == 0)
+			rc = emit_chunk(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+		if (rc == 0)
+			rc = place(w);
+	}
+	writer_free(w);
+	return rc;
+}
+
+/* ---- Creation ---- */
+
+static int check_opts(const char *path, struct sealed_opts *o)
+{
+	if (!o->kdf_opslimit)
+		o->kdf_opslimit = SEALED_DEFAULT_OPS;
+	if (!o->kdf_memlimit)
+		o->kdf_memlimit = SEALED_DEFAULT_MEM;
+	if (!o->chunk_size)
+		o->chunk_size = SEALED_CHUNK_DEFAULT;
+	if (!o->zstd_level)
+		o->zstd_level = 1;
+	if (o->kdf_opslimit < crypto_pwhash_OPSLIMIT_MIN || o->kdf_opslimit > SEALED_OPS_MAX ||
+	    o->kdf_memlimit < crypto_pwhash_MEMLIMIT_MIN || o->kdf_memlimit > SEALED_MEM_MAX)
+		return err_set(EINVAL, "%s: Argon2id limits out of range (ops %llu, mem %llu)", path,
+			       (unsigned long long)o->kdf_opslimit, (unsigned long long)o->kdf_memlimit);
+	if (o->chunk_size < SEALED_CHUNK_MIN || o->chunk_size > SEALED_CHUNK_MAX)
+		return err_set(EINVAL, "%s: chunk size %u out of range", path, o->chunk_size);
+	if (o->zstd_level < -7 || o->zstd_level > 19) /* negative: zstd's --fast levels */
+		return err_set(EINVAL, "%s: zstd level %d out of range", path, o->zstd_level);
+	return 0;
+}
+
+static int setup_zstd(struct sealed_writer *w)
+{
+	if (!(w->cz = ZSTD_createCCtx()))
+		return err_set(ENOMEM, "out of memory for zstd");
+	int workers = w->opts.zstd_workers;
+	if (workers == 0) {
+		/* auto: compression (the heavier half) on every core, up to 4; this thread
+		 * encrypts and writes in between. One core: no threads at all. */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		workers = cpus >= 2 ? (int)(cpus < 4 ? cpus : 4) : -1;
+	}
+	size_t e = ZSTD_CCtx_setParameter(w->cz, ZSTD_c_compressionLevel, w->opts.zstd_level);
+	if (!ZSTD_isError(e))
+		e = ZSTD_CCtx_setParameter(w->cz, ZSTD_c_windowLog, 21);
+	if (!ZSTD_isError(e) && workers > 0) /* fails harmlessly on a single-threaded libzstd */
+		ZSTD_CCtx_setParameter(w->cz, ZSTD_c_nbWorkers, workers);
+	if (ZSTD_isError(e))
+		return err_set(EINVAL, "%s: zstd: %s", w->path, ZSTD_getErrorName(e));
+	return 0;
+}
+
+int sealed_create(const char *path, const struct sealed_key *key, const struct sealed_opts *opts,
+		  struct sealed_writer **out)
+{
+	int rc = sealed__sodium_ready();
+	if (rc < 0)
+		return rc;
+	struct sealed_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return err_set(ENOMEM, "out of memory");
+	w->fd = w->dirfd = -1;
+	if (opts)
+		w->opts = *opts;
+	if (!(w->path = strdup(path))) {
+		free(w);
+		return err_set(ENOMEM, "out of memory");
+	}
+	if ((rc = check_opts(path, &w->opts)) < 0)
+		goto fail;
+	w->psize = w->opts.chunk_size;
+	w->pbuf = malloc(w->psize);
+	w->cbuf = malloc(w->psize + crypto_secretstream_xchacha20poly1305_ABYTES);
+	w->stage = malloc(STAGE_SIZE);
+	w->sec = sodium_malloc(sizeof(*w->sec));
+	if (!w->pbuf || !w->cbuf || !w->stage || !w->sec) {
+		rc = err_set(ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = setup_zstd(w)) < 0)
+		goto fail;
+
+	uint8_t *h = w->hdr;
+	memcpy(h, SEALED_MAGIC, 8);
+	sealed__put32(h + SEALED_OFF_VERSION, SEALED_FORMAT_VERSION);
+	sealed__put32(h + SEALED_OFF_FLAGS, SEALED_FLAG_ZSTD);
+	sealed__put32(h + SEALED_OFF_CHUNK, w->opts.chunk_size);
+	if (key->kind == SEALED_KEY_PASS) {
+		sealed__put32(h + SEALED_OFF_KDF, SEALED_KDF_ARGON2ID);
+		sealed__put64(h + SEALED_OFF_OPSLIMIT, w->opts.kdf_opslimit);
+		sealed__put64(h + SEALED_OFF_MEMLIMIT, w->opts.kdf_memlimit);
+		randombytes_buf(h + SEALED_OFF_SALT, SEALED_SALT_BYTES);
+	}
+	if ((rc = sealed__derive(key, h, w->sec->key)) < 0)
+		goto fail;
+	crypto_secretstream_xchacha20poly1305_init_push(&w->sec->st, h + SEALED_OFF_SSHDR, w->sec->key);
+	sodium_memzero(w->sec->key, sizeof(w->sec->key));
+
+	if ((rc = open_temp(w)) < 0 || (rc = write_all(w, h, SEALED_HDR_SIZE)) < 0)
+		goto fail;
+	*out = w;
+	return 0;
+fail:
+	writer_free(w);
+	return rc;
+}
+#endif
