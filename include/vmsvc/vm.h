@@ -50,6 +50,12 @@ struct vm_config {
 	 * booting a kernel: memory size, vCPUs, CPU features and the rng come from the
 	 * snapshot; disks/nets must be given again, the same number as saved. */
 	const char *restore_dir;
+	/* The same from memory (`vmsvc resume FILE`): the state file image and a memfd
+	 * of guest RAM (dup'ed; the caller closes its own). Used when restore_state. */
+	const uint8_t *restore_state;
+	size_t restore_state_len;
+	int restore_mem_fd;
+	const char *restore_name;  /* names the source in errors */
 };
 
 struct vm;

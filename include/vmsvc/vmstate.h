@@ -86,9 +86,17 @@ int snap_parse(const uint8_t *buf, size_t len, const char *fname, struct snap_he
  * vCPU's. Fails (and resumes) when a device has no save op, naming it. */
 int snapshot_save(struct vm *vm, const char *dir, bool stop);
 
+/* The state file image (what DIR/state holds) of a paused VM, in memory: quiesces
+ * devices, captures, serialises. *state: free(). Fails when a device cannot be
+ * saved. Used by snapshot_save and by suspend (include/vmsvc/suspend.h). */
+int snapshot_state_build(struct vm *vm, uint8_t **state, size_t *len);
+
 /* Restore (used by vm_create when cfg->restore_dir is set):
  * open + validate everything and overwrite the machine shape in vm->cfg; */
 int snapshot_restore_open(struct vm *vm, const char *dir);
+/* the same from memory (cfg->restore_state): a state image (copied) and a memfd of
+ * guest RAM (dup'ed, becomes the VM's RAM memfd); `name` names them in errors; */
+int snapshot_restore_open_buf(struct vm *vm, const uint8_t *state, size_t len, int mem_fd, const char *name);
 /* map DIR/memory MAP_PRIVATE as guest RAM (lazy, copy-on-write); */
 int snapshot_restore_memory(struct vm *vm);
 /* load vCPU, VM and device state (vCPUs and devices exist, nothing ran yet); */

@@ -16,6 +16,15 @@ int cmd_stats(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_suspend(int argc, char **argv);
+/* `vmsvc resume FILE` (src/cli/resume.c), reached through cmd_resume. */
+int cmd_resume_file(int argc, char **argv);
+
+/* Run a configured VM with its console, control socket and signal handling until
+ * it ends; returns the exit status (src/cli/run.c). `serial`: stdio, file:PATH, none. */
+struct vm_config;
+struct control_config;
+int run_configured(struct vm_config cfg, const char *serial, const struct control_config *ctl_cfg);
 
 /* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
 int parse_size(const char *s, uint64_t *out);

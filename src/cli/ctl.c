@@ -31,6 +31,7 @@ int cmd_stats(int argc, char **argv) { return no_json(); }
 int cmd_stop(int argc, char **argv) { return no_json(); }
 int cmd_events(int argc, char **argv) { return no_json(); }
 int cmd_snapshot(int argc, char **argv) { return no_json(); }
+int cmd_suspend(int argc, char **argv) { return no_json(); }
 #else
 #include <json-c/json.h>
 
@@ -395,6 +396,73 @@ int cmd_snapshot(int argc, char **argv)
 	return 0;
 }
 
+/* PATH made absolute (the VM process resolves it, in another directory). */
+static int absolute(const char *what, const char *path, char *abs, size_t n)
+{
+	if (path[0] == '/') {
+		if (snprintf(abs, n, "%s", path) >= (int)n)
+			goto long_path;
+		return 0;
+	}
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd))) {
+		fprintf(stderr, "vmsvc: %s: getcwd: %s\n", what, strerror(errno));
+		return -1;
+	}
+	if (snprintf(abs, n, "%s/%s", cwd, path) < (int)n)
+		return 0;
+long_path:
+	fprintf(stderr, "vmsvc: %s: path too long\n", what);
+	return -1;
+}
+
+/* `vmsvc suspend NAME FILE [--passphrase-file F | --key-file F]`: the VM process
+ * loads the key from the named file and writes FILE; key bytes never travel. */
+int cmd_suspend(int argc, char **argv)
+{
+	static const char usage[] = "usage: vmsvc suspend NAME FILE [--passphrase-file F | --key-file F]\n";
+	const char *name = NULL, *file = NULL, *pass = NULL, *keyf = NULL;
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "--passphrase-file") || !strcmp(argv[i], "--key-file")) && i + 1 < argc) {
+			*(argv[i][2] == 'p' ? &pass : &keyf) = argv[i + 1];
+			i++;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			printf("%s"
+			       "Save running VM NAME (CPU, devices, memory) to FILE, compressed, encrypted and\n"
+			       "authenticated (docs/suspend-format.md), then end it. The key: a passphrase file\n"
+			       "(Argon2id) or a file of 32 raw bytes. Continue it with: vmsvc resume FILE --key-file F\n"
+			       "VMs with disk overlays cannot be suspended yet.\n", usage);
+			return 0;
+		} else if (argv[i][0] == '-') {
+			fprintf(stderr, "vmsvc: suspend: unknown option '%s'\n%s", argv[i], usage);
+			return 2;
+		} else if (!name)
+			name = argv[i];
+		else if (!file)
+			file = argv[i];
+		else {
+			fprintf(stderr, "vmsvc: suspend: unexpected argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	if (!name || !file || !pass == !keyf) {
+		fprintf(stderr, "%s", usage);
+		return 2;
+	}
+	char abs[PATH_MAX], kabs[PATH_MAX];
+	if (absolute("suspend", file, abs, sizeof(abs)) < 0 || absolute("suspend", pass ? pass : keyf, kabs, sizeof(kabs)) < 0)
+		return 1;
+	struct json_object *extra = json_object_new_object();
+	json_object_object_add(extra, "file", json_object_new_string(abs));
+	json_object_object_add(extra, pass ? "passphrase_file" : "key_file", json_object_new_string(kabs));
+	struct json_object *res = NULL;
+	if (call_vm(name, "suspend", extra, &res) < 0)
+		return 1;
+	printf("%s: suspended to %s\n", name, abs);
+	json_object_put(res);
+	return 0;
+}
+
 /* `vmsvc resume FILE` (a suspended VM) belongs to the suspend service: when it
  * defines cmd_resume_file, a regular-file argument goes there. */
 int cmd_resume_file(int argc, char **argv) __attribute__((weak));
@@ -402,9 +470,10 @@ int cmd_resume_file(int argc, char **argv) __attribute__((weak));
 int cmd_resume(int argc, char **argv)
 {
 	struct stat st;
-	if (cmd_resume_file && argc >= 2 && argv[argc - 1][0] != '-' && stat(argv[argc - 1], &st) == 0 &&
-	    S_ISREG(st.st_mode))
-		return cmd_resume_file(argc, argv);
+	/* Any regular file among the arguments (FILE, or a key file): resume a file. */
+	for (int i = 1; cmd_resume_file && i < argc; i++)
+		if (argv[i][0] != '-' && stat(argv[i], &st) == 0 && S_ISREG(st.st_mode))
+			return cmd_resume_file(argc, argv);
 	return simple_cmd(argc, argv, "resume");
 }
 int cmd_stop(int argc, char **argv) { return simple_cmd(argc, argv, "stop"); }

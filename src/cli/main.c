@@ -24,11 +24,14 @@ static void usage(FILE *f)
 		"  ls        list running VMs (their control sockets, docs/api.md)\n"
 		"  info      describe a running VM: info NAME [--json]\n"
 		"  pause     stop a running VM's vCPUs: pause NAME\n"
-		"  resume    let a paused VM run again: resume NAME\n"
+		"  resume    let a paused VM run again: resume NAME; or continue a suspended one:\n"
+		"            resume [--passphrase-file F | --key-file F] [run options] FILE\n"
 		"  stats     a running VM's exit counters: stats NAME [--json]\n"
 		"  stop      end a running VM (its vmsvc exits with status 0): stop NAME\n"
 		"  events    stream a running VM's events as JSON lines: events NAME\n"
 		"  snapshot  write a running VM's state to a directory: snapshot NAME DIR [--stop]\n"
+		"  suspend   save a running VM to an encrypted file and end it: suspend NAME FILE\n"
+		"            [--passphrase-file F | --key-file F]; continue it with: resume FILE\n"
 		"  version   print the version\n"
 		"  help      this text (also: vmsvc <command> --help)\n"
 		"\n"
@@ -57,6 +60,7 @@ static const struct {
 	{ "stop", cmd_stop },
 	{ "events", cmd_events },
 	{ "snapshot", cmd_snapshot },
+	{ "suspend", cmd_suspend },
 	{ "version", cmd_version },
 	{ "--version", cmd_version },
 	{ "help", cmd_help },

@@ -14,6 +14,7 @@
 #include <vmsvc/imgboot.h>
 #include <vmsvc/control.h>
 #include <vmsvc/services.h>
+#include <vmsvc/suspend.h>
 #include <vmsvc/vm.h>
 #include <vmsvc/vmstate.h>
 #include "cli/cli.h"
@@ -132,7 +133,7 @@ static void teardown_in_background(void)
 	/* On fork failure the teardown simply happens in this process. */
 }
 
-static int run_configured(struct vm_config cfg, const char *serial, const struct control_config *ctl_cfg)
+int run_configured(struct vm_config cfg, const char *serial, const struct control_config *ctl_cfg)
 {
 	int out_fd = -1;
 	if (!strcmp(serial, "stdio")) {
@@ -192,8 +193,10 @@ static int run_configured(struct vm_config cfg, const char *serial, const struct
 		log_warn("no control socket: %s", err_msg());
 	}
 #ifdef HAVE_JSONC
-	if (ctl)   /* "snapshot" (replaces the control service's placeholder) */
+	if (ctl) { /* "snapshot" (replaces the control service's placeholder), "suspend" */
 		snapshot_control_register(ctl, vm);
+		suspend_control_register(ctl, vm);
+	}
 #endif
 	struct stats *stats = NULL;
 	if (cfg.stats && stats_attach(vm, &stats) < 0)
@@ -205,7 +208,7 @@ static int run_configured(struct vm_config cfg, const char *serial, const struct
 		log_warn("console input disabled: %s", err_msg());
 
 	int status = vm_run(vm);
-	if (cfg.restore_dir && vm->first_run_ns) {
+	if ((cfg.restore_dir || cfg.restore_state) && vm->first_run_ns) {
 		uint64_t t0 = (uint64_t)restore_t0.tv_sec * 1000000000ULL + (uint64_t)restore_t0.tv_nsec;
 		log_info("restore: first KVM_RUN %.3f ms after restore start (CLOCK_MONOTONIC %llu ns)",
 			 (double)(vm->first_run_ns - t0) / 1e6, (unsigned long long)vm->first_run_ns);

@@ -471,14 +471,27 @@ static int capture(struct vm *vm, struct captured *c)
 	return 0;
 }
 
-static int save_paused(struct vm *vm, const char *dir)
+static int check_savable(const struct vm *vm)
 {
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		const struct device *d = &vm->devices[i];
+		if (!d->ops->save && !is_pci_bus_adapter(d))
+			return err_set(ENOTSUP, "snapshot: device %s (#%u) has no save operation", d->ops->name, i);
+	}
+	return 0;
+}
+
+int snapshot_state_build(struct vm *vm, uint8_t **state_out, size_t *len_out)
+{
+	int r = check_savable(vm);
+	if (r < 0)
+		return r;
 	if (vm->ending)
 		return err_set(EBUSY, "snapshot: the VM is ending");
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		struct device *d = &vm->devices[i];
 		if (d->ops->quiesce) {
-			int r = d->ops->quiesce(d->dev);
+			r = d->ops->quiesce(d->dev);
 			if (r < 0)
 				return err_prefix(r, "snapshot: quiescing device %s", d->ops->name);
 		}
@@ -486,7 +499,7 @@ static int save_paused(struct vm *vm, const char *dir)
 	struct captured *c = calloc(1, sizeof(*c));
 	if (!c)
 		return err_set(ENOMEM, "snapshot: out of memory");
-	int r = capture(vm, c);
+	r = capture(vm, c);
 	struct snap_header h = { .version = SNAP_FORMAT_VERSION, .created_ns = now_ns(CLOCK_REALTIME),
 				 .mem_size = vm->mem.ram_size, .ncpus = (uint32_t)vm->ncpus,
 				 .nregions = vm->mem.nregions };
@@ -495,14 +508,20 @@ static int save_paused(struct vm *vm, const char *dir)
 		h.region[i].gpa = vm->mem.region[i].gpa;
 		h.region[i].size = vm->mem.region[i].size;
 	}
-	uint8_t *state = NULL;
-	size_t slen = 0;
 	if (r == 0)
 		r = vmstate_host_cpuid_hash(vm->kvm_fd, &h.cpuid_hash);
 	if (r == 0)
-		r = snap_build(&h, c->sec, c->n, &state, &slen);
+		r = snap_build(&h, c->sec, c->n, state_out, len_out);
 	captured_free(c);
 	free(c);
+	return r;
+}
+
+static int save_paused(struct vm *vm, const char *dir)
+{
+	uint8_t *state = NULL;
+	size_t slen = 0;
+	int r = snapshot_state_build(vm, &state, &slen);
 	if (r < 0)
 		return r;
 
@@ -559,14 +578,12 @@ out:
 int snapshot_save(struct vm *vm, const char *dir, bool stop)
 {
 	/* Refuse before pausing anything if a device cannot be saved. */
-	for (unsigned i = 0; i < vm->ndevices; i++) {
-		const struct device *d = &vm->devices[i];
-		if (!d->ops->save && !is_pci_bus_adapter(d))
-			return err_set(ENOTSUP, "snapshot: device %s (#%u) has no save operation", d->ops->name, i);
-	}
+	int r = check_savable(vm);
+	if (r < 0)
+		return r;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return err_set(errno, "snapshot: creating %s: %s", dir, strerror(errno));
-	int r = vm_pause(vm);
+	r = vm_pause(vm);
 	if (r < 0)
 		return err_prefix(r, "snapshot");
 	r = save_paused(vm, dir);
@@ -587,6 +604,7 @@ struct snapshot_restore {
 	unsigned nsec;
 	struct snap_config cfg;
 	int mem_fd;
+	bool mem_shared;   /* mem_fd is a memfd of RAM (resume FILE): map it shared as the VM's memfd */
 };
 
 static int read_file(const char *path, uint8_t **out, size_t *len)
@@ -701,10 +719,14 @@ static int validate(struct snapshot_restore *s, int kvm_fd)
 	if (ndev != s->cfg.ndevices)
 		return err_set(EINVAL, "%s: %u device sections, config says %u", f, ndev, s->cfg.ndevices);
 	char mpath[PATH_MAX + 32];
-	snprintf(mpath, sizeof(mpath), "%s/memory", s->dir);
-	s->mem_fd = open(mpath, O_RDONLY | O_CLOEXEC);
-	if (s->mem_fd < 0)
-		return err_set(errno, "%s: %s", mpath, strerror(errno));
+	if (s->mem_shared) {
+		snprintf(mpath, sizeof(mpath), "%s: memory", s->dir);
+	} else {
+		snprintf(mpath, sizeof(mpath), "%s/memory", s->dir);
+		s->mem_fd = open(mpath, O_RDONLY | O_CLOEXEC);
+		if (s->mem_fd < 0)
+			return err_set(errno, "%s: %s", mpath, strerror(errno));
+	}
 	struct stat st;
 	if (fstat(s->mem_fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != h->mem_size)
 		return err_set(EINVAL, "%s: %llu bytes, the state says %llu", mpath, (unsigned long long)st.st_size,
@@ -712,20 +734,11 @@ static int validate(struct snapshot_restore *s, int kvm_fd)
 	return 0;
 }
 
-int snapshot_restore_open(struct vm *vm, const char *dir)
+/* After s->file holds the state image: parse, validate, take the machine shape. */
+static int restore_open_common(struct vm *vm, struct snapshot_restore *s)
 {
-	struct snapshot_restore *s = calloc(1, sizeof(*s));
-	if (!s)
-		return err_set(ENOMEM, "out of memory");
-	s->mem_fd = -1;
-	vm->restore = s;
-	if (strlen(dir) >= sizeof(s->dir))
-		return err_set(ENAMETOOLONG, "snapshot directory name too long");
-	snprintf(s->dir, sizeof(s->dir), "%s", dir);
-	snprintf(s->state_path, sizeof(s->state_path), "%s/state", dir);
-	int r = read_file(s->state_path, &s->file, &s->file_len);
-	if (r < 0 || (r = snap_parse(s->file, s->file_len, s->state_path, &s->h, &s->sec, &s->nsec)) < 0 ||
-	    (r = validate(s, vm->kvm_fd)) < 0)
+	int r = snap_parse(s->file, s->file_len, s->state_path, &s->h, &s->sec, &s->nsec);
+	if (r < 0 || (r = validate(s, vm->kvm_fd)) < 0)
 		return r;
 	struct vm_config *c = &vm->cfg;
 	if (c->ndisks != s->cfg.ndisks || c->nnets != s->cfg.nnets)
@@ -742,6 +755,46 @@ int snapshot_restore_open(struct vm *vm, const char *dir)
 	return 0;
 }
 
+int snapshot_restore_open(struct vm *vm, const char *dir)
+{
+	struct snapshot_restore *s = calloc(1, sizeof(*s));
+	if (!s)
+		return err_set(ENOMEM, "out of memory");
+	s->mem_fd = -1;
+	vm->restore = s;
+	if (strlen(dir) >= sizeof(s->dir))
+		return err_set(ENAMETOOLONG, "snapshot directory name too long");
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->state_path, sizeof(s->state_path), "%s/state", dir);
+	int r = read_file(s->state_path, &s->file, &s->file_len);
+	if (r < 0)
+		return r;
+	return restore_open_common(vm, s);
+}
+
+int snapshot_restore_open_buf(struct vm *vm, const uint8_t *state, size_t len, int mem_fd, const char *name)
+{
+	struct snapshot_restore *s = calloc(1, sizeof(*s));
+	if (!s)
+		return err_set(ENOMEM, "out of memory");
+	s->mem_fd = -1;
+	vm->restore = s;
+	snprintf(s->dir, sizeof(s->dir), "%s", name ? name : "suspended state");
+	snprintf(s->state_path, sizeof(s->state_path), "%s: state", s->dir);
+	if (len > SNAP_MAX_FILE)
+		return err_set(EFBIG, "%s: %zu bytes (max %u)", s->state_path, len, SNAP_MAX_FILE);
+	s->file = malloc(len ? len : 1);
+	if (!s->file)
+		return err_set(ENOMEM, "out of memory");
+	memcpy(s->file, state, len);
+	s->file_len = len;
+	s->mem_fd = fcntl(mem_fd, F_DUPFD_CLOEXEC, 3);
+	if (s->mem_fd < 0)
+		return err_set(errno, "%s: memory: %s", s->dir, strerror(errno));
+	s->mem_shared = true;
+	return restore_open_common(vm, s);
+}
+
 int snapshot_restore_memory(struct vm *vm)
 {
 	struct snapshot_restore *s = vm->restore;
@@ -750,6 +803,21 @@ int snapshot_restore_memory(struct vm *vm)
 	mem_layout(m, s->h.mem_size);
 	/* Private file mapping: pages come from the file on first touch, guest writes
 	 * stay in this process (copy-on-write); the snapshot is never modified. */
+	if (s->mem_shared) {
+		/* A memfd made for this VM (resume FILE): it becomes the VM's RAM memfd,
+		 * exactly as mem_init would have made it. */
+		void *p = mmap(NULL, m->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, s->mem_fd, 0);
+		if (p == MAP_FAILED) {
+			m->fd = -1;
+			return err_set(errno, "mapping %s: memory: %s", s->dir, strerror(errno));
+		}
+		m->map = p;
+		m->fd = s->mem_fd;
+		s->mem_fd = -1;
+		for (unsigned i = 0; i < m->nregions; i++)
+			m->region[i].hva = m->map + m->region[i].fd_offset;
+		return 0;
+	}
 	void *p = mmap(NULL, m->ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, s->mem_fd, 0);
 	if (p == MAP_FAILED) {
 		m->fd = -1;

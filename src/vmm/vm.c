@@ -105,9 +105,10 @@ static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
 	int r;
-	if (!cfg->restore_dir && (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS))
+	bool restoring = cfg->restore_dir || cfg->restore_state;
+	if (!restoring && (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS))
 		return err_set(EINVAL, "--cpus %d out of range (1..%d)", cfg->ncpus, VM_MAX_CPUS);
-	if (!cfg->kernel && !cfg->restore_dir)
+	if (!cfg->kernel && !restoring)
 		return err_set(EINVAL, "no kernel given");
 	struct vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -128,7 +129,13 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		goto fail;
 	/* Restore: validate the whole snapshot and take the machine shape from it
 	 * before anything else is built. */
-	if (cfg->restore_dir && (r = snapshot_restore_open(vm, cfg->restore_dir)) < 0)
+	r = 0;
+	if (cfg->restore_state)
+		r = snapshot_restore_open_buf(vm, cfg->restore_state, cfg->restore_state_len, cfg->restore_mem_fd,
+					      cfg->restore_name);
+	else if (cfg->restore_dir)
+		r = snapshot_restore_open(vm, cfg->restore_dir);
+	if (r < 0)
 		goto fail;
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {

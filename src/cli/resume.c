@@ -1,0 +1,96 @@
+/* `vmsvc resume FILE`: continue a VM saved by `vmsvc suspend`. The whole file is
+ * read and authenticated first (guest RAM into a fresh memfd); only then is the
+ * VM built from it and run exactly as `vmsvc run --restore` would. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vmsvc/control.h>
+#include <vmsvc/err.h>
+#include <vmsvc/sealed.h>
+#include <vmsvc/suspend.h>
+#include <vmsvc/vm.h>
+#include "cli/cli.h"
+
+#define EXIT_START_FAILURE 2
+
+static void resume_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vmsvc resume FILE [--passphrase-file F | --key-file F] [options]\n"
+		"Continue a VM saved with 'vmsvc suspend'. A wrong key or a damaged, truncated or\n"
+		"newer file is refused (exit status 2) before anything runs.\n"
+		"options (as for 'vmsvc run'): --serial stdio|file:PATH|none, --disk SPEC (the same\n"
+		"number as when suspended), --net SPEC, --name NAME, --control PATH, --stats, -v, -q\n");
+}
+
+int cmd_resume_file(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "passphrase-file", required_argument, 0, 'P' }, { "key-file", required_argument, 0, 'K' },
+		{ "serial", required_argument, 0, 's' },          { "disk", required_argument, 0, 'd' },
+		{ "net", required_argument, 0, 'n' },             { "name", required_argument, 0, 'N' },
+		{ "control", required_argument, 0, 'C' },         { "stats", no_argument, 0, 'S' },
+		{ "verbose", no_argument, 0, 'v' },               { "quiet", no_argument, 0, 'q' },
+		{ "help", no_argument, 0, 'h' },                  { 0, 0, 0, 0 },
+	};
+	struct vm_config cfg = { .serial_out_fd = STDOUT_FILENO, .serial_in_fd = STDIN_FILENO, .restore_mem_fd = -1 };
+	struct control_config ctl_cfg = { 0 };
+	const char *serial = "stdio", *pass = NULL, *keyf = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "s:d:n:vqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'P': pass = optarg; break;
+		case 'K': keyf = optarg; break;
+		case 's': serial = optarg; break;
+		case 'N': ctl_cfg.name = optarg; break;
+		case 'C': ctl_cfg.path = optarg; break;
+		case 'S': cfg.stats = true; break;
+		case 'd':
+			if (cfg.ndisks == VM_MAX_DISKS) {
+				fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.disks[cfg.ndisks++] = optarg;
+			break;
+		case 'n':
+			if (cfg.nnets == VM_MAX_NETS) {
+				fprintf(stderr, "vmsvc: at most %d --net options\n", VM_MAX_NETS);
+				return EXIT_START_FAILURE;
+			}
+			cfg.nets[cfg.nnets++] = optarg;
+			break;
+		case 'v': log_set_level(2); break;
+		case 'q': log_set_level(0); break;
+		case 'h': resume_usage(stdout); return 0;
+		default: resume_usage(stderr); return EXIT_START_FAILURE;
+		}
+	}
+	if (optind + 1 != argc || !pass == !keyf) {
+		resume_usage(stderr);
+		return EXIT_START_FAILURE;
+	}
+	const char *file = argv[optind];
+	struct sealed_key *key = NULL;
+	int r = pass ? sealed_key_from_passphrase_file(pass, &key) : sealed_key_from_key_file(keyf, &key);
+	uint8_t *state = NULL;
+	size_t slen = 0;
+	int mem_fd = -1;
+	if (r == 0)
+		r = suspend_load_file(file, key, NULL, &state, &slen, &mem_fd);
+	sealed_key_free(key);
+	if (r < 0) {
+		fprintf(stderr, "vmsvc: %s\n", err_msg());
+		return EXIT_START_FAILURE;
+	}
+	cfg.restore_state = state;
+	cfg.restore_state_len = slen;
+	cfg.restore_mem_fd = mem_fd;
+	cfg.restore_name = file;
+	int status = run_configured(cfg, serial, &ctl_cfg);
+	close(mem_fd);
+	free(state);
+	return status;
+}

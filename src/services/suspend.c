@@ -1,0 +1,249 @@
+/* Suspend to / resume from an encrypted file: the snapshot state image and guest
+ * RAM as records of a sealed container. Layout: include/vmsvc/suspend.h. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <vmsvc/err.h>
+#include <vmsvc/sealed.h>
+#include <vmsvc/suspend.h>
+#include <vmsvc/vm.h>
+#include <vmsvc/vmstate.h>
+
+#if defined(HAVE_SODIUM) && defined(HAVE_ZSTD)
+
+/* Overlay blocks are not part of the file yet: suspending such a VM would lose
+ * (ephemeral) or desynchronise (overlay=) the disk, so it is refused. */
+static int check_disks(const struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
+		const char *d = vm->cfg.disks[i];
+		if (d && (strstr(d, ",overlay=") || strstr(d, ",ephemeral")))
+			return err_set(ENOTSUP, "suspend: disks with overlays are not supported by suspend yet (disk %u: %s)",
+				       i, d);
+	}
+	return 0;
+}
+
+static int write_paused(struct vm *vm, struct sealed_writer *w)
+{
+	uint8_t *state = NULL;
+	size_t slen = 0;
+	int r = snapshot_state_build(vm, &state, &slen);
+	if (r < 0)
+		return err_prefix(r, "suspend");
+	r = sealed_write(w, SUSPEND_REC_STATE, state, slen);
+	free(state);
+	/* RAM in file order (the memfd's), one record per sealed_write. */
+	for (uint64_t off = 0; r == 0 && off < vm->mem.ram_size; off += SUSPEND_MEM_RECORD_MAX) {
+		uint64_t n = vm->mem.ram_size - off;
+		if (n > SUSPEND_MEM_RECORD_MAX)
+			n = SUSPEND_MEM_RECORD_MAX;
+		r = sealed_write(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n);
+	}
+	return r;
+}
+
+int suspend_to_file(struct vm *vm, const char *path, const struct sealed_key *key, const struct sealed_opts *opts)
+{
+	int r = check_disks(vm);
+	if (r < 0)
+		return r;
+	sealed_clean_temps(path);
+	struct sealed_opts o = opts ? *opts : (struct sealed_opts){ 0 };
+	/* State is at most SNAP_MAX_FILE; RAM dominates the total. */
+	o.progress_total = vm->mem.ram_size;
+	struct sealed_writer *w = NULL;
+	/* Created (and the key derived) before pausing: the guest stops only for the copy. */
+	if ((r = sealed_create(path, key, &o, &w)) < 0)
+		return r;
+	if ((r = vm_pause(vm)) < 0) {
+		sealed_abort(w);
+		return err_prefix(r, "suspend");
+	}
+	r = write_paused(vm, w);
+	if (r == 0) {
+		r = sealed_commit(w);   /* frees w, also on failure */
+		w = NULL;
+	}
+	if (r < 0) {
+		sealed_abort(w);
+		vm_resume(vm);         /* nothing lost: the VM keeps running */
+		return r;
+	}
+	char msg[160];
+	snprintf(msg, sizeof(msg), "suspended to %.120s", path);
+	vm_request_end(vm, VM_END_USER, 0, msg);
+	vm_resume(vm);
+	log_info("suspend: %s: %llu MiB of memory written", path, (unsigned long long)(vm->mem.ram_size >> 20));
+	return 0;
+}
+
+/* The state image's memory size, checked like restore will (the full validation
+ * happens in vm_create once the file is authenticated). */
+static int state_mem_size(const uint8_t *state, size_t len, const char *path, uint64_t *size)
+{
+	struct snap_header h;
+	struct snap_section *sec = NULL;
+	unsigned n;
+	int r = snap_parse(state, len, path, &h, &sec, &n);
+	free(sec);
+	if (r < 0)
+		return r;
+	if (h.mem_size < (2ULL << 20) || h.mem_size > (1ULL << 40) || (h.mem_size & 4095))
+		return err_set(EINVAL, "%s: memory size %llu out of range", path, (unsigned long long)h.mem_size);
+	*size = h.mem_size;
+	return 0;
+}
+
+static int read_records(struct sealed_reader *rd, const char *path, uint8_t **state_out, size_t *slen_out,
+			int *fd_out, uint8_t **map_out, uint64_t *size_out)
+{
+	uint32_t type;
+	uint64_t len;
+	int r = sealed_next(rd, &type, &len);
+	if (r < 0)
+		return r;
+	if (r == 0 || type != SUSPEND_REC_STATE || len > SNAP_MAX_FILE)
+		return err_set(EINVAL, "%s: not a vmsvc suspend file (first record: %s)", path,
+			       r == 0 ? "none" : type != SUSPEND_REC_STATE ? "not the state" : "state too large");
+	uint8_t *state = malloc(len ? len : 1);
+	if (!state)
+		return err_set(ENOMEM, "out of memory");
+	*state_out = state;
+	*slen_out = (size_t)len;
+	if ((r = sealed_read_body(rd, state, len)) < 0)
+		return r;
+	uint64_t size;
+	if ((r = state_mem_size(state, (size_t)len, path, &size)) < 0)
+		return r;
+	int fd = memfd_create("vmsvc-guest-ram", MFD_CLOEXEC);
+	if (fd < 0)
+		return err_set(errno, "memfd_create: %s", strerror(errno));
+	*fd_out = fd;
+	if (ftruncate(fd, (off_t)size) < 0)
+		return err_set(errno, "sizing guest memory (%llu bytes): %s", (unsigned long long)size, strerror(errno));
+	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (map == MAP_FAILED)
+		return err_set(errno, "mapping guest memory: %s", strerror(errno));
+	*map_out = map;
+	*size_out = size;
+	uint64_t off = 0;
+	while ((r = sealed_next(rd, &type, &len)) == 1) {
+		if (type != SUSPEND_REC_MEMORY || len > SUSPEND_MEM_RECORD_MAX || len > size - off)
+			return err_set(EINVAL, "%s: unexpected record (type %u, %llu bytes) at memory offset %llu", path,
+				       type, (unsigned long long)len, (unsigned long long)off);
+		if ((r = sealed_read_body(rd, map + off, len)) < 0)
+			return r;
+		off += len;
+	}
+	if (r < 0)
+		return r;
+	if (off != size)
+		return err_set(EINVAL, "%s: %llu bytes of memory, the state says %llu", path, (unsigned long long)off,
+			       (unsigned long long)size);
+	return 0;
+}
+
+int suspend_load_file(const char *path, const struct sealed_key *key, const struct sealed_opts *opts,
+		      uint8_t **state_out, size_t *slen_out, int *mem_fd)
+{
+	struct sealed_opts o = opts ? *opts : (struct sealed_opts){ 0 };
+	o.buf_prezeroed = 1;   /* fresh memfd: zero runs stay holes */
+	struct sealed_reader *rd = NULL;
+	int r = sealed_open(path, key, &o, &rd);
+	if (r < 0)
+		return r;
+	uint8_t *state = NULL, *map = NULL;
+	size_t slen = 0;
+	uint64_t size = 0;
+	int fd = -1;
+	r = read_records(rd, path, &state, &slen, &fd, &map, &size);
+	/* Nothing read counts until every byte is authenticated. On an earlier error,
+	 * that error's message is the one to keep (sealed_close sets its own). */
+	char first[256] = "";
+	if (r < 0)
+		snprintf(first, sizeof(first), "%s", err_msg());
+	int rc = sealed_close(rd);
+	if (r == 0)
+		r = rc;
+	else
+		err_set(-r, "%s", first);
+	if (map)
+		munmap(map, size);
+	if (r < 0) {
+		free(state);
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	*state_out = state;
+	*slen_out = slen;
+	*mem_fd = fd;
+	return 0;
+}
+
+#else /* no libsodium/libzstd */
+
+int suspend_to_file(struct vm *vm, const char *path, const struct sealed_key *key, const struct sealed_opts *opts)
+{
+	(void)vm, (void)path, (void)key, (void)opts;
+	return err_set(ENOTSUP, "suspend: built without libsodium/libzstd");
+}
+int suspend_load_file(const char *path, const struct sealed_key *key, const struct sealed_opts *opts,
+		      uint8_t **state, size_t *state_len, int *mem_fd)
+{
+	(void)path, (void)key, (void)opts, (void)state, (void)state_len, (void)mem_fd;
+	return err_set(ENOTSUP, "resume: built without libsodium/libzstd");
+}
+#endif
+
+/* ---- control socket command ----
+ * {"cmd":"suspend","file":"/abs","key_file":"/abs"} -> {"file":"/abs"}; the VM ends
+ * after the reply's file is committed. Runs on the control thread, as vm_pause needs. */
+#ifdef HAVE_JSONC
+#include <json-c/json.h>
+#include <vmsvc/control.h>
+
+static const char *abs_string(struct json_object *req, const char *key)
+{
+	struct json_object *v = NULL;
+	if (!json_object_object_get_ex(req, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static int suspend_cmd(void *opaque, struct json_object *req, struct json_object **result)
+{
+	struct vm *vm = opaque;
+	const char *file = abs_string(req, "file");
+	const char *pass = abs_string(req, "passphrase_file"), *keyf = abs_string(req, "key_file");
+	if (!file || file[0] != '/')
+		return err_set(EINVAL, "suspend: \"file\" (an absolute path) is required");
+	if (!pass == !keyf)
+		return err_set(EINVAL, "suspend: exactly one of \"passphrase_file\" and \"key_file\" is required");
+	if ((pass ? pass : keyf)[0] != '/')
+		return err_set(EINVAL, "suspend: key file paths must be absolute");
+	struct sealed_key *key = NULL;
+	int r = pass ? sealed_key_from_passphrase_file(pass, &key) : sealed_key_from_key_file(keyf, &key);
+	if (r < 0)
+		return r;
+	r = suspend_to_file(vm, file, key, NULL);
+	sealed_key_free(key);
+	if (r < 0)
+		return r;
+	struct json_object *o = json_object_new_object();
+	if (o)
+		json_object_object_add(o, "file", json_object_new_string(file));
+	*result = o;
+	return 0;
+}
+
+int suspend_control_register(struct control *ctl, struct vm *vm)
+{
+	return control_register_command(ctl, "suspend", suspend_cmd, vm);
+}
+#endif

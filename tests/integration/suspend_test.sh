@@ -1,0 +1,117 @@
+#!/bin/bash
+# Encrypted suspend/resume end to end with the idle test guest (tests/guests/idle.c):
+# a failed suspend leaves the VM running; suspend (raw key) ends vmsvc with 0 and
+# leaves FILE; resume continues the guest to PASS; a wrong key, a flipped byte,
+# truncation and a future format version are refused with status 2 and nothing
+# runs; a passphrase-file round trip.
+# usage: suspend_test.sh VMSVC IDLE.elf     (exit 77 = skipped: no /dev/kvm)
+set -u
+vmsvc=$1 guest=$2
+[ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "skip: /dev/kvm not usable"; exit 77; }
+[ -x "$vmsvc" ] && [ -f "$guest" ] || { echo "error: missing $vmsvc or $guest" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/vmsvc-susp.XXXXXX)
+export XDG_RUNTIME_DIR=$work/xdg
+mkdir -m 700 "$XDG_RUNTIME_DIR"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+ok() { echo "ok: $*"; }
+
+# start NAME: boots the idle guest (200 MiB: RAM spans 4 memory records), sets $last_pid.
+start() {
+	"$vmsvc" run --kernel "$guest" --serial "file:$work/$1.serial" -m 200M \
+		--append "idle.seconds=6" --name "$1" 2>"$work/$1.err" &
+	last_pid=$!
+	pids+=("$last_pid")
+	for _ in $(seq 100); do grep -q 'tick' "$work/$1.serial" 2>/dev/null && return 0; sleep 0.1; done
+	cat "$work/$1.err" >&2
+	return 1
+}
+# suspended NAME FILE KEYOPT KEYFILE: suspend, check vmsvc ended with 0 and FILE exists.
+suspended() {
+	local name=$1 file=$2 pid=$last_pid
+	out=$("$vmsvc" suspend "$name" "$file" "$3" "$4" 2>&1) || { fail "suspend $name: $out"; return 1; }
+	wait "$pid"
+	local st=$?
+	[ $st = 0 ] && [ -f "$file" ] && ok "suspend $name: $out (vmsvc exit 0, $(stat -c %s "$file") bytes)" ||
+		{ fail "suspend $name: vmsvc status $st, file: $(ls -l "$file" 2>&1)"; cat "$work/$name.err" >&2; return 1; }
+	[ -z "$(ls "$file".tmp.* 2>/dev/null)" ] || fail "temp files left: $(ls "$file".tmp.*)"
+}
+# resumed FILE KEYOPT KEYFILE: the guest continues (no fresh start) and passes.
+resumed() {
+	local file=$1 serial=$work/resumed.serial
+	"$vmsvc" resume "$file" "$2" "$3" --serial "file:$serial" 2>"$work/resume.err"
+	local st=$?
+	if [ $st = 1 ] && grep -q '^PASS' "$serial" && ! grep -q 'running for' "$serial" &&
+	   grep -q 'done after 600 ticks' "$serial"; then
+		ok "resume $(basename "$file"): continued from tick $(grep -o 'tick [0-9]*' "$serial" | head -1 | cut -d' ' -f2), PASS"
+	else
+		fail "resume $(basename "$file"): status $st: $(cat "$work/resume.err") / $(cat "$serial" 2>/dev/null)"
+	fi
+}
+# refused WHAT FILE KEYOPT KEYFILE: status 2, one line on stderr, nothing ran.
+refused() {
+	local serial=$work/refused.serial
+	rm -f "$serial"
+	out=$("$vmsvc" resume "$2" "$3" "$4" --serial "file:$serial" 2>&1)
+	local st=$?
+	if [ $st = 2 ] && [ "$(wc -l <<<"$out")" = 1 ] && [ ! -e "$serial" ]; then
+		ok "$1 refused: $out"
+	else
+		fail "$1: status $st: $out"
+	fi
+}
+
+head -c 32 /dev/urandom >"$work/key"
+head -c 32 /dev/urandom >"$work/wrong"
+file=$work/vm.sealed
+
+start raw || { fail "guest did not start"; exit 1; }
+# A suspend that cannot be written fails and the VM keeps running.
+if out=$("$vmsvc" suspend raw "$work/no/such/dir/f" --key-file "$work/key" 2>&1); then
+	fail "suspend into a missing directory succeeded"
+else
+	before=$(grep -c tick "$work/raw.serial")
+	sleep 1.2
+	kill -0 "$last_pid" 2>/dev/null && [ "$(grep -c tick "$work/raw.serial")" -gt "$before" ] &&
+		ok "failed suspend ($out): VM still running" || fail "VM not running after a failed suspend"
+fi
+suspended raw "$file" --key-file "$work/key"
+resumed "$file" --key-file "$work/key"
+# The file is not consumed: it resumes again.
+resumed "$file" --key-file "$work/key"
+
+refused "wrong key" "$file" --key-file "$work/wrong"
+size=$(stat -c %s "$file")
+for off in 90 $((size / 2)) $((size - 5)); do
+	cp "$file" "$work/flip"
+	byte=$(od -An -tu1 -j "$off" -N1 "$file" | tr -d ' ')
+	printf "\\$(printf %03o $((byte ^ 0x20)))" | dd of="$work/flip" bs=1 seek="$off" conv=notrunc 2>/dev/null
+	refused "byte $off of $size flipped" "$work/flip" --key-file "$work/key"
+done
+for len in 40 100 $((size / 2)) $((size - 1)); do
+	head -c "$len" "$file" >"$work/trunc"
+	refused "truncated to $len of $size bytes" "$work/trunc" --key-file "$work/key"
+done
+cp "$file" "$work/future"
+printf '\x02' | dd of="$work/future" bs=1 seek=8 conv=notrunc 2>/dev/null
+refused "format version 2" "$work/future" --key-file "$work/key"
+
+# Passphrase file (Argon2id with the default cost).
+printf 'correct horse battery staple\n' >"$work/pass"
+printf 'incorrect horse\n' >"$work/badpass"
+start pass || { fail "guest did not start"; exit 1; }
+suspended pass "$work/pass.sealed" --passphrase-file "$work/pass"
+refused "wrong passphrase" "$work/pass.sealed" --passphrase-file "$work/badpass"
+resumed "$work/pass.sealed" --passphrase-file "$work/pass"
+
+[ $failures = 0 ] && { echo "all suspend tests passed"; exit 0; }
+echo "$failures failure(s)"
+exit 1
