@@ -117,7 +117,7 @@ static int read_records(struct sealed_reader *rd, const char *path, uint8_t **st
 	*slen_out = (size_t)len;
 	if ((r = sealed_read_body(rd, state, len)) < 0)
 		return r;
-	uint64_t size;
+	uint64_t size = 0;
 	if ((r = state_mem_size(state, (size_t)len, path, &size)) < 0)
 		return r;
 	int fd = memfd_create("vmsvc-guest-ram", MFD_CLOEXEC);
