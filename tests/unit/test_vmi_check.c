@@ -220,12 +220,14 @@ static void test_text_baseline(void **state)
 	vmi_findings_free(&fs);
 	assert_int_equal(vmi_check_text(kp, path, &fs), 0);
 	assert_int_equal(fs.n, 0);
-	/* The same boot after the rootkit: exactly the patched function. */
+	/* The same boot after the rootkit: the patched function is named. Static keys
+	 * flipped between the two dumps (e.g. networking keys enabled by the packet
+	 * socket) legitimately repatch a few more functions, depending on timing. */
 	assert_int_equal(vmi_check_text(ki, path, &fs), 0);
 	if (fs.n != 2)
 		dump(&fs);
 	find(&fs, "text", "kernel text changed: __x64_sys_acct", "now starts e9");
-	find(&fs, "text", "kernel text differs from the baseline", "1 functions");
+	find(&fs, "text", "kernel text differs from the baseline", "functions");
 	vmi_findings_free(&fs);
 	/* Another boot (another KASLR slide) is refused, not compared. */
 	struct vmi_kernel *kc = open_fx(&clean);
