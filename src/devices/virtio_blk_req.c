@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <vmsvc/iov.h>
 #include <vmsvc/err.h>
 #include "virtio_blk_internal.h"
 
@@ -37,34 +38,7 @@ _Static_assert(sizeof(struct vblk_dwz_seg) == 16, "discard/write-zeroes segment"
 #define IO_ERRORS_LOGGED 5u
 
 /* Copy `len` bytes starting `off` bytes into iov[0..n) to dst; returns bytes copied. */
-static size_t iov_copy_out(const struct iovec *iov, unsigned n, size_t off, void *dst, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < n && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t k = iov[i].iov_len - off;
-		if (k > len - done)
-			k = len - done;
-		memcpy((uint8_t *)dst + done, (const uint8_t *)iov[i].iov_base + off, k);
-		done += k;
-		off = 0;
-	}
-	return done;
-}
 
-static size_t iov_copy_in(const struct iovec *iov, unsigned n, const void *src, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < n && done < len; i++) {
-		size_t k = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-		memcpy(iov[i].iov_base, (const uint8_t *)src + done, k);
-		done += k;
-	}
-	return done;
-}
 
 static const char *type_name(uint8_t t)
 {
@@ -244,7 +218,7 @@ static bool handle_dwz(struct virtio_blk *d, struct vblk_req *req, const struct 
 	}
 	unsigned nseg = (unsigned)(payload / sizeof(struct vblk_dwz_seg));
 	struct vblk_dwz_seg seg[VBLK_MAX_DWZ_SEGS];
-	iov_copy_out(e->iov, e->out_num, sizeof(struct vblk_hdr), seg, nseg * sizeof(seg[0]));
+	iov_to_buf(e->iov, e->out_num, sizeof(struct vblk_hdr), seg, nseg * sizeof(seg[0]));
 	for (unsigned i = 0; i < nseg; i++) {
 		/* Unknown flags, or unmap on a discard: UNSUPP (5.2.6.2). */
 		if ((seg[i].flags & ~VIRTIO_BLK_WZ_FLAG_UNMAP) || (!wz && seg[i].flags)) {
@@ -301,7 +275,7 @@ static bool handle(struct virtio_blk *d, struct virtq_elem *e)
 		complete_now(req, VIRTIO_BLK_S_IOERR);
 		return false;
 	}
-	iov_copy_out(e->iov, e->out_num, 0, &h, sizeof(h));
+	iov_to_buf(e->iov, e->out_num, 0, &h, sizeof(h));
 	req->type = (uint8_t)(h.type <= 0xff ? h.type : 0xff);
 	req->sector = h.sector;
 
@@ -363,7 +337,7 @@ static bool handle(struct virtio_blk *d, struct virtq_elem *e)
 		const char *serial = blk_serial(d->blk);
 		size_t n = strlen(serial);
 		memcpy(id, serial, n < sizeof(id) ? n : sizeof(id));   /* NUL-terminated only if shorter */
-		req->written = (uint32_t)iov_copy_in(in_iov, in_cnt, id, sizeof(id));
+		req->written = (uint32_t)buf_to_iov(in_iov, in_cnt, 0, id, sizeof(id));
 		complete_now(req, VIRTIO_BLK_S_OK);
 		return false;
 	}

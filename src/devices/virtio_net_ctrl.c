@@ -180,7 +180,7 @@ void vnet_ctrl(struct vnet *n, struct virtq *vq)
 		uint8_t *buf = NULL;
 		if (e->out_len >= 2 && e->out_len <= VNET_CTRL_MAX && (buf = malloc(e->out_len)) != NULL) {
 			/* One private copy: the guest may rewrite its buffers while we parse. */
-			vnet_iov_to_buf(e->iov, e->out_num, 0, buf, e->out_len);
+			iov_to_buf(e->iov, e->out_num, 0, buf, e->out_len);
 			ack = ctrl_command(n, buf, e->out_len);
 		}
 		if (ack == VIRTIO_NET_OK) {
@@ -193,7 +193,7 @@ void vnet_ctrl(struct vnet *n, struct virtq *vq)
 				ctrl_log(n, "command of bad size (readable, writable bytes)", e->out_len, e->in_len);
 		}
 		free(buf);
-		vnet_buf_to_iov(e->iov + e->out_num, e->in_num, 0, &ack, 1);
+		buf_to_iov(e->iov + e->out_num, e->in_num, 0, &ack, 1);
 		virtq_push(vq, e, 1);
 		free(e);
 		pushed = true;

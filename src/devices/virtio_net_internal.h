@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <vmsvc/iov.h>
 #include <vmsvc/net.h>
 #include <vmsvc/virtio.h>
 
@@ -146,7 +147,5 @@ void vnet_publish_rxmode(struct vnet *n);
 
 /* iovec helpers: copy between a flat buffer and [iov, iov + cnt) at byte offset off;
  * return the bytes copied (short when the iovecs end). */
-size_t vnet_iov_to_buf(const struct iovec *iov, unsigned cnt, size_t off, void *buf, size_t len);
-size_t vnet_buf_to_iov(const struct iovec *iov, unsigned cnt, size_t off, const void *buf, size_t len);
 
 #endif

@@ -18,41 +18,7 @@
  * level-triggered and TX reschedules itself, so nothing is lost). */
 #define VNET_BUDGET 256
 
-size_t vnet_iov_to_buf(const struct iovec *iov, unsigned cnt, size_t off, void *buf, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < cnt && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t k = iov[i].iov_len - off;
-		if (k > len - done)
-			k = len - done;
-		memcpy((uint8_t *)buf + done, (const uint8_t *)iov[i].iov_base + off, k);
-		done += k;
-		off = 0;
-	}
-	return done;
-}
 
-size_t vnet_buf_to_iov(const struct iovec *iov, unsigned cnt, size_t off, const void *buf, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < cnt && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t k = iov[i].iov_len - off;
-		if (k > len - done)
-			k = len - done;
-		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)buf + done, k);
-		done += k;
-		off = 0;
-	}
-	return done;
-}
 
 void vnet_update_tap_watch(struct vnet *n)
 {
@@ -91,7 +57,7 @@ void vnet_tap_event(void *opaque, int fd, uint32_t events)
 static void set_num_buffers(struct virtq_elem *e, uint16_t nb)
 {
 	uint8_t le[2] = { (uint8_t)nb, (uint8_t)(nb >> 8) };
-	vnet_buf_to_iov(e->iov + e->out_num, e->in_num, offsetof(struct net_vnet_hdr, num_buffers), le, 2);
+	buf_to_iov(e->iov + e->out_num, e->in_num, offsetof(struct net_vnet_hdr, num_buffers), le, 2);
 }
 
 /* Publish `cnt` used entries with one used->idx store, so a driver polling the
@@ -181,7 +147,7 @@ static bool rx_wanted_frame(struct vnet *n, const struct iovec *iov, unsigned cn
 {
 	uint8_t dst[6];
 	if ((size_t)got < NET_VNET_HDR_LEN + 14 ||
-	    vnet_iov_to_buf(iov, cnt, NET_VNET_HDR_LEN, dst, 6) != 6 || !vnet_rx_accept(n, dst)) {
+	    iov_to_buf(iov, cnt, NET_VNET_HDR_LEN, dst, 6) != 6 || !vnet_rx_accept(n, dst)) {
 		n->c.rx_filtered++;
 		return false;
 	}
@@ -243,7 +209,7 @@ static int rx_continue(struct vnet *n, struct virtq *vq, bool *pushed)
 		}
 		size_t left = n->rx_spill_len - n->rx_spill_done;
 		size_t k = e->in_len < left ? e->in_len : left;
-		vnet_buf_to_iov(e->iov + e->out_num, e->in_num, 0, n->bounce + n->rx_spill_done, k);
+		buf_to_iov(e->iov + e->out_num, e->in_num, 0, n->bounce + n->rx_spill_done, k);
 		n->rx_elems[n->rx_nelem] = e;
 		n->rx_lens[n->rx_nelem++] = (uint32_t)k;
 		n->rx_spill_done += k;
