@@ -68,6 +68,7 @@ struct vcpu {
 	size_t run_size;
 	pthread_t thread;
 	bool thread_started;
+	bool kickable;            /* the thread is in its run loop (under vm->pause_lock) */
 	uint64_t assists;         /* instructions completed by the emulation assist */
 };
 

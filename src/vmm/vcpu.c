@@ -163,14 +163,19 @@ void vcpu_destroy(struct vcpu *c)
 void vcpu_kick_all(struct vm *vm)
 {
 	pthread_t self = pthread_self();
+	/* Under pause_lock: a vCPU thread registers itself (kickable) under the same
+	 * lock before its first KVM_RUN, and checks pause/end requests after that, so
+	 * a thread is either signalled here or sees the request itself. */
+	pthread_mutex_lock(&vm->pause_lock);
 	for (int i = 0; i < vm->ncpus; i++) {
 		struct vcpu *c = &vm->cpu[i];
 		if (!c->run)
 			continue;
 		__atomic_store_n(&c->run->immediate_exit, 1, __ATOMIC_RELEASE);
-		if (c->thread_started && !pthread_equal(c->thread, self))
+		if (c->kickable && !pthread_equal(c->thread, self))
 			pthread_kill(c->thread, KICK_SIGNAL);
 	}
+	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 static enum bus_event_type exit_event_type(uint32_t reason)
@@ -336,6 +341,8 @@ static void *vcpu_thread(void *arg)
 
 	struct vm *vm = c->vm;
 	pthread_mutex_lock(&vm->pause_lock);
+	c->thread = pthread_self();
+	c->kickable = true;
 	vm->running_threads++;
 	pthread_mutex_unlock(&vm->pause_lock);
 	/* Restore latency is measured up to here (first KVM_RUN of any vCPU). */
@@ -366,6 +373,7 @@ static void *vcpu_thread(void *arg)
 		vcpu_dispatch_exit(c);
 	}
 	pthread_mutex_lock(&vm->pause_lock);
+	c->kickable = false;
 	vm->running_threads--;
 	pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
