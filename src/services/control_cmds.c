@@ -259,12 +259,12 @@ char *ctl_format_event(const struct ctl_event *e, size_t *len)
 		json_object_object_add(o, "count", json_object_new_int64(ev->u.io.count));
 		break;
 	case BUS_EV_EXIT_MMIO:
-		json_object_object_add(o, "gpa", json_object_new_int64((int64_t)ev->u.mmio.gpa));
+		json_object_object_add(o, "gpa", json_object_new_uint64(ev->u.mmio.gpa));
 		json_object_object_add(o, "size", json_object_new_int(ev->u.mmio.size));
 		json_object_object_add(o, "write", json_object_new_boolean(ev->u.mmio.write));
 		break;
 	case BUS_EV_EMUL_ASSIST:
-		json_object_object_add(o, "rip", json_object_new_int64((int64_t)ev->u.emul.rip));
+		json_object_object_add(o, "rip", json_object_new_uint64(ev->u.emul.rip));
 		json_object_object_add(o, "mnemonic", json_object_new_string(e->mnemonic));
 		break;
 	case BUS_EV_GUEST_END:
