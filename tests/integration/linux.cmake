@@ -1,6 +1,6 @@
 # Linux boot test (label "linux", excluded from scripts/test.sh): boots Debian's cloud
 # kernel built by scripts/build-linux-guest.sh. On hosts without VMX/SVM the kernel
-# runs in KVM's emulator and this takes 5-15 minutes. Run with:
+# runs in KVM's emulator and this takes about 3-10 minutes. Run with:
 #   ctest --test-dir build -L linux --output-on-failure
 add_test(NAME linux.boot COMMAND ${CMAKE_SOURCE_DIR}/tests/linux/boot.sh)
 set_tests_properties(linux.boot PROPERTIES LABELS linux TIMEOUT 3600 SKIP_RETURN_CODE 77
