@@ -29,6 +29,10 @@ int run_configured(struct vm_config cfg, const char *serial, const struct contro
 /* Parse "512M", "2G", "65536K", "1048576B"; a bare number means MiB (like QEMU). */
 int parse_size(const char *s, uint64_t *out);
 
+struct vm_config;
+/* Record a --disk ('d') or --net ('n') spec in cfg; -1 (message printed) when full. */
+int cli_add_device_spec(struct vm_config *cfg, int opt, const char *spec);
+
 /* Terminal console: raw mode + escape sequence (Ctrl-A x) + input to the UART.
  * The terminal is restored on every exit path (normal, signal, crash, exit()). */
 int console_start(struct vm *vm, int in_fd);

@@ -49,18 +49,9 @@ int cmd_resume_file(int argc, char **argv)
 		case 'C': ctl_cfg.path = optarg; break;
 		case 'S': cfg.stats = true; break;
 		case 'd':
-			if (cfg.ndisks == VM_MAX_DISKS) {
-				fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
-				return EXIT_START_FAILURE;
-			}
-			cfg.disks[cfg.ndisks++] = optarg;
-			break;
 		case 'n':
-			if (cfg.nnets == VM_MAX_NETS) {
-				fprintf(stderr, "vmsvc: at most %d --net options\n", VM_MAX_NETS);
+			if (cli_add_device_spec(&cfg, c, optarg) < 0)
 				return EXIT_START_FAILURE;
-			}
-			cfg.nets[cfg.nnets++] = optarg;
 			break;
 		case 'v': log_set_level(2); break;
 		case 'q': log_set_level(0); break;

@@ -64,6 +64,24 @@ static void run_usage(FILE *f)
 		"4 triple fault, 6 emulation failure, 8 other KVM/VMM failure, 128+N signal N.\n");
 }
 
+int cli_add_device_spec(struct vm_config *cfg, int opt, const char *spec)
+{
+	if (opt == 'd') {
+		if (cfg->ndisks == VM_MAX_DISKS) {
+			fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
+			return -1;
+		}
+		cfg->disks[cfg->ndisks++] = spec;
+	} else {
+		if (cfg->nnets == VM_MAX_NETS) {
+			fprintf(stderr, "vmsvc: at most %d --net options\n", VM_MAX_NETS);
+			return -1;
+		}
+		cfg->nets[cfg->nnets++] = spec;
+	}
+	return 0;
+}
+
 int parse_size(const char *s, uint64_t *out)
 {
 	char *end;
@@ -293,18 +311,9 @@ int cmd_run(int argc, char **argv)
 		case 'N': ctl_cfg.name = optarg; break;
 		case 'C': ctl_cfg.path = optarg; break;
 		case 'd':
-			if (cfg.ndisks == VM_MAX_DISKS) {
-				fprintf(stderr, "vmsvc: at most %d --disk options\n", VM_MAX_DISKS);
-				return EXIT_START_FAILURE;
-			}
-			cfg.disks[cfg.ndisks++] = optarg;
-			break;
 		case 'n':
-			if (cfg.nnets == VM_MAX_NETS) {
-				fprintf(stderr, "vmsvc: at most %d --net options\n", VM_MAX_NETS);
+			if (cli_add_device_spec(&cfg, c, optarg) < 0)
 				return EXIT_START_FAILURE;
-			}
-			cfg.nets[cfg.nnets++] = optarg;
 			break;
 		case 'v': log_set_level(2); break;
 		case 'q': log_set_level(0); break;
