@@ -234,7 +234,7 @@ cp "$EX/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 cp "$EX/boot/config-$KVER" "$OUT/config"
 echo "$KVER" >"$OUT/version"
 if [ -f "$REPO/scripts/linux-cmdline.txt" ]; then
-    cp "$REPO/scripts/linux-cmdline.txt" "$OUT/cmdline-pvm.txt"
+    "$REPO/scripts/linux-cmdline.sh" >"$OUT/cmdline-pvm.txt"
 fi
 echo "console=ttyS0" >"$OUT/cmdline-hw.txt"
 
@@ -243,7 +243,7 @@ say "initramfs: $OUT/initramfs.cpio.gz ($(wc -c <"$OUT/initramfs.cpio.gz") bytes
 say "modules:  $(for f in $ORDER; do printf ' %s' "$(basename "$f" .ko)"; done)"
 [ -z "$BUILTIN" ] || say "built in: $BUILTIN"
 [ -z "$MISSING" ] || say "absent:   $MISSING"
-say "command line for this kvm_pvm host (scripts/linux-cmdline.txt):"
-echo "  $(cat "$REPO/scripts/linux-cmdline.txt" 2>/dev/null || echo '(missing scripts/linux-cmdline.txt)')"
+say "command line for this kvm_pvm host (scripts/linux-cmdline.sh):"
+echo "  $(cat "$OUT/cmdline-pvm.txt" 2>/dev/null || echo '(missing scripts/linux-cmdline.txt)')"
 say "command line for a VMX/SVM host:"
 echo "  console=ttyS0"

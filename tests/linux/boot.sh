@@ -12,7 +12,7 @@
 #                         the struct pages of more RAM costs emulated time; else 512M)
 #   LINUX_BOOT_INITRD     initramfs (default: initramfs.cpio, uncompressed, on a host without
 #                         VMX/SVM, where inflating in the guest costs minutes; else initramfs.cpio.gz)
-#   LINUX_BOOT_CMDLINE    kernel command line (default: scripts/linux-cmdline.txt on a
+#   LINUX_BOOT_CMDLINE    kernel command line (default: scripts/linux-cmdline.sh on a
 #                         kvm_pvm host, "console=ttyS0" on a VMX/SVM host; vmsvc.autotest=1
 #                         is appended so the initramfs powers off by itself)
 #   LINUX_BOOT_REQUIRE    milestone that must be reached for exit 0 (default: fpu_done on
@@ -58,7 +58,7 @@ if [ -n "${LINUX_BOOT_CMDLINE:-}" ]; then
 elif [ $HWVIRT = 1 ]; then
     CMDLINE="console=ttyS0"
 else
-    CMDLINE=$(cat "$REPO/scripts/linux-cmdline.txt")
+    CMDLINE=$("$REPO/scripts/linux-cmdline.sh")
 fi
 case " $CMDLINE " in *" vmsvc.autotest="*) ;; *) CMDLINE="$CMDLINE vmsvc.autotest=1";; esac
 if [ $HWVIRT = 1 ]; then MEM=${LINUX_BOOT_MEM:-512M}; else MEM=${LINUX_BOOT_MEM:-256M}; fi
