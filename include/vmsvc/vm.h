@@ -34,7 +34,8 @@ struct vm_config {
 	const char *cmdline;      /* NULL = default */
 	uint64_t mem_size;        /* bytes */
 	int ncpus;
-	bool hugepages;
+	bool hugepages;           /* RAM on hugetlbfs (reserved 2 MiB pages) */
+	bool mem_shared;          /* RAM in a memfd (vm->mem.fd) instead of anonymous THP memory */
 	const char *cpu_features; /* "-cx16,-xsave,..." or a preset name; NULL = none */
 	int serial_out_fd;        /* where UART output goes */
 	int serial_in_fd;         /* where UART input comes from, -1 = none */

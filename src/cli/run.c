@@ -42,7 +42,9 @@ static void run_usage(FILE *f)
 		"  -c, --cpus N             number of vCPUs (default 1)\n"
 		"      --cpu-features LIST  hide CPU features: -cx16,-xsave,... or the preset\n"
 		"                           'emulator-safe' (for hosts whose KVM emulates guest kernel code)\n"
-		"      --hugepages          back guest RAM with 2 MiB huge pages\n"
+		"      --hugepages          back guest RAM with reserved 2 MiB huge pages (hugetlbfs)\n"
+		"      --mem-shared         back guest RAM with a shareable memfd (default: anonymous\n"
+		"                           memory with transparent huge pages)\n"
 		"  -s, --serial WHERE       stdio (default), file:PATH, or none\n"
 		"      --stats              print exit statistics when the guest ends\n"
 		"      --rng                add a virtio-rng PCI device (host getrandom)\n"
@@ -273,6 +275,7 @@ int cmd_run(int argc, char **argv)
 		{ "name", required_argument, 0, 'N' },    { "control", required_argument, 0, 'C' },
 		{ "disk", required_argument, 0, 'd' },    { "net", required_argument, 0, 'n' },
 		{ "restore", required_argument, 0, 'r' },
+		{ "mem-shared", no_argument, 0, 'M' },
 		{ 0, 0, 0, 0 },
 	};
 	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
@@ -304,6 +307,7 @@ int cmd_run(int argc, char **argv)
 		}
 		case 'F': cfg.cpu_features = optarg; break;
 		case 'H': cfg.hugepages = true; break;
+		case 'M': cfg.mem_shared = true; break;
 		case 's': serial = optarg; break;
 		case 'S': cfg.stats = true; break;
 		case 'R': cfg.rng = true; break;

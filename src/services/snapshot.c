@@ -369,8 +369,23 @@ static int write_memory(const struct guest_mem *m, int fd, const char *path, uin
 		if (h > size)
 			h = size;
 		uint64_t run = UINT64_MAX;
+		unsigned char resident[512];
+		uint64_t win = UINT64_MAX; /* first page of the mincore window in `resident` */
 		for (uint64_t p = d & ~4095ULL; p < h; p += 4096) {
-			bool zero = page_is_zero(m->map + p);
+			/* Anonymous RAM: a page the guest never touched is not resident and
+			 * reads as zero; don't read it (that would map the zero page: about
+			 * 0.1 s for 512 MiB). */
+			bool zero = false;
+			if (m->anon) {
+				if (win == UINT64_MAX || p >= win + sizeof(resident) * 4096) {
+					win = p;
+					uint64_t n = h - p < sizeof(resident) * 4096 ? h - p : sizeof(resident) * 4096;
+					if (mincore(m->map + p, n, resident) < 0)
+						memset(resident, 1, sizeof(resident));
+				}
+				zero = !(resident[(p - win) / 4096] & 1);
+			}
+			zero = zero || page_is_zero(m->map + p);
 			if (!zero && run == UINT64_MAX)
 				run = p;
 			if ((zero || p + 4096 >= h) && run != UINT64_MAX) {

@@ -1,4 +1,4 @@
-/* Guest RAM: a memfd (shareable with clones, streamable by migration) mapped once.
+/* Guest RAM: anonymous THP memory or a memfd (include/vmsvc/mem.h), mapped once.
  * Below 4 GiB RAM stops at the PCI hole; the remainder lives above 4 GiB. */
 #include <errno.h>
 #include <string.h>
@@ -23,10 +23,11 @@ void mem_layout(struct guest_mem *m, uint64_t ram_size)
 	}
 }
 
-int mem_init(struct guest_mem *m, uint64_t ram_size, bool hugepages)
+int mem_init(struct guest_mem *m, uint64_t ram_size, enum mem_backend backend)
 {
 	memset(m, 0, sizeof(*m));
 	m->fd = -1;
+	bool hugepages = backend == MEM_BACKEND_HUGETLB;
 	if (ram_size < (2ULL << 20) || ram_size > (1ULL << 40) || (ram_size & 0xfff))
 		return err_set(EINVAL, "memory size %llu bytes out of range (2 MiB .. 1 TiB, page multiple)",
 			       (unsigned long long)ram_size);
@@ -34,22 +35,47 @@ int mem_init(struct guest_mem *m, uint64_t ram_size, bool hugepages)
 		return err_set(EINVAL, "with hugepages the memory size must be a multiple of 2 MiB");
 	mem_layout(m, ram_size);
 	m->hugepages = hugepages;
-	m->fd = memfd_create("vmsvc-ram", MFD_CLOEXEC | (hugepages ? MFD_HUGETLB : 0));
-	if (m->fd < 0)
-		return err_set(errno, "memfd_create for guest RAM: %s", strerror(errno));
-	if (ftruncate(m->fd, (off_t)ram_size) < 0) {
-		int e = errno;
-		close(m->fd);
-		m->fd = -1;
-		return err_set(e, "sizing guest RAM to %llu bytes: %s", (unsigned long long)ram_size, strerror(e));
-	}
-	void *p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
-	if (p == MAP_FAILED) {
-		int e = errno;
-		close(m->fd);
-		m->fd = -1;
-		return err_set(e, "mapping guest RAM: %s%s", strerror(e),
-			       hugepages ? " (are hugepages reserved? see /proc/sys/vm/nr_hugepages)" : "");
+	void *p;
+	if (backend == MEM_BACKEND_ANON) {
+		/* Huge pages need 2 MiB-aligned virtual addresses: over-map, then trim. */
+		const size_t align = 2ULL << 20;
+		uint8_t *raw = mmap(NULL, ram_size + align, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (raw == MAP_FAILED)
+			return err_set(errno, "mapping guest RAM: %s", strerror(errno));
+		uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+		if (aligned > raw)
+			munmap(raw, (size_t)(aligned - raw));
+		if (aligned + ram_size < raw + ram_size + align)
+			munmap(aligned + ram_size, (size_t)(raw + ram_size + align - (aligned + ram_size)));
+		p = aligned;
+		m->anon = true;
+		/* Both are advice: a host without THP still works, with 4 KiB pages.
+		 * DONTFORK: a fork of the VMM (background teardown) must not copy or
+		 * share guest RAM. */
+		(void)madvise(p, ram_size, MADV_HUGEPAGE);
+		(void)madvise(p, ram_size, MADV_DONTFORK);
+	} else {
+		m->fd = memfd_create("vmsvc-ram", MFD_CLOEXEC | (hugepages ? MFD_HUGETLB : 0));
+		if (m->fd < 0)
+			return err_set(errno, "memfd_create for guest RAM: %s", strerror(errno));
+		if (ftruncate(m->fd, (off_t)ram_size) < 0) {
+			int e = errno;
+			close(m->fd);
+			m->fd = -1;
+			return err_set(e, "sizing guest RAM to %llu bytes: %s", (unsigned long long)ram_size,
+				       strerror(e));
+		}
+		p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
+		if (p == MAP_FAILED) {
+			int e = errno;
+			close(m->fd);
+			m->fd = -1;
+			return err_set(e, "mapping guest RAM: %s%s", strerror(e),
+				       hugepages ? " (are hugepages reserved? see /proc/sys/vm/nr_hugepages)" : "");
+		}
+		if (!hugepages)
+			(void)madvise(p, ram_size, MADV_HUGEPAGE); /* effective only with shmem THP */
 	}
 	m->map = p;
 	for (unsigned i = 0; i < m->nregions; i++)

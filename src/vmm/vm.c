@@ -44,7 +44,10 @@ int vm_add_device(struct vm *vm, const struct device_ops *ops, void *dev)
 
 static int vm_setup_memory(struct vm *vm)
 {
-	int r = vm->restore ? snapshot_restore_memory(vm) : mem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.hugepages);
+	int r = vm->restore ? snapshot_restore_memory(vm) : mem_init(&vm->mem, vm->cfg.mem_size,
+							   vm->cfg.hugepages    ? MEM_BACKEND_HUGETLB
+							   : vm->cfg.mem_shared ? MEM_BACKEND_MEMFD
+										: MEM_BACKEND_ANON);
 	if (r < 0)
 		return r;
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {

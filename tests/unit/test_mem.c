@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <vmsvc/io.h>
 #include <vmsvc/mem.h>
@@ -30,7 +31,7 @@ static void test_layout(void **state)
 static void test_gpa_to_hva(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(mem_init(&m, 16ULL << 20, false), 0);
+	assert_int_equal(mem_init(&m, 16ULL << 20, MEM_BACKEND_ANON), 0);
 	assert_ptr_equal(gpa_to_hva(&m, 0, 16ULL << 20), m.map);
 	assert_non_null(gpa_to_hva(&m, (16ULL << 20) - 1, 1));
 	assert_null(gpa_to_hva(&m, (16ULL << 20) - 1, 2));
@@ -45,8 +46,28 @@ static void test_gpa_to_hva(void **state)
 	assert_int_equal(mem_write(&m, (16ULL << 20) - 4, buf, 8), -EFAULT);
 	assert_int_equal(mem_top(&m), 16ULL << 20);
 	mem_free(&m);
-	assert_true(mem_init(&m, 4096, false) < 0);  /* too small */
-	assert_true(mem_init(&m, (64ULL << 20) + 1, false) < 0); /* not page multiple */
+	assert_true(mem_init(&m, 4096, MEM_BACKEND_ANON) < 0);  /* too small */
+	assert_true(mem_init(&m, (64ULL << 20) + 1, MEM_BACKEND_ANON) < 0); /* not page multiple */
+}
+
+/* Both backings give zeroed RAM at the same layout; only the memfd one has an fd,
+ * and what is written through the mapping is what the fd holds. */
+static void test_mem_backends(void **state)
+{
+	struct guest_mem a, f;
+	assert_int_equal(mem_init(&a, 8ULL << 20, MEM_BACKEND_ANON), 0);
+	assert_int_equal(a.fd, -1);
+	assert_int_equal(mem_init(&f, 8ULL << 20, MEM_BACKEND_MEMFD), 0);
+	assert_true(f.fd >= 0);
+	assert_int_equal(a.nregions, f.nregions);
+	uint8_t z[64] = { 0 }, buf[64];
+	assert_int_equal(mem_read(&a, (8ULL << 20) - 64, buf, 64), 0);
+	assert_memory_equal(buf, z, 64);
+	assert_int_equal(mem_write(&f, 0x1000, "vmsvc", 5), 0);
+	assert_int_equal(pread(f.fd, buf, 5, 0x1000), 5);
+	assert_memory_equal(buf, "vmsvc", 5);
+	mem_free(&a);
+	mem_free(&f);
 }
 
 static int hits;
@@ -86,7 +107,7 @@ static void test_io_bus(void **state)
 static void test_pagewalk(void **state)
 {
 	struct guest_mem m;
-	assert_int_equal(mem_init(&m, 8ULL << 20, false), 0);
+	assert_int_equal(mem_init(&m, 8ULL << 20, MEM_BACKEND_ANON), 0);
 	/* 4-level: PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000: 2 MiB page at 0x200000 for
 	 * va 0xffff800000000000 + ..., and a 4 KiB page through PT 0x4000. */
 	uint64_t pml4 = 0x1000, pdpt = 0x2000, pd = 0x3000, pt = 0x4000;
@@ -128,6 +149,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_gpa_to_hva),
+		cmocka_unit_test(test_mem_backends),
 		cmocka_unit_test(test_io_bus),
 		cmocka_unit_test(test_pagewalk),
 	};
