@@ -322,8 +322,9 @@ void vnet_rx(struct vnet *n)
 
 /* ---- TX ---- */
 
-/* Send one chain. 0 done (sent or dropped), -EAGAIN keep it for EPOLLOUT. */
-static int tx_one(struct vnet *n, struct virtq_elem *e)
+/* Send one chain. 0 done (sent or dropped), -EAGAIN keep it for EPOLLOUT.
+ * ask_bus: false for a retry of a frame the bus already allowed. */
+static int tx_one(struct vnet *n, struct virtq_elem *e, bool ask_bus)
 {
 	if (e->out_num == 0 || e->out_len < NET_VNET_HDR_LEN) {
 		n->c.tx_bad++;
@@ -343,7 +344,7 @@ static int tx_one(struct vnet *n, struct virtq_elem *e)
 		}
 		return 0;
 	}
-	if (!tx_allowed(n, e)) {
+	if (ask_bus && !tx_allowed(n, e)) {
 		n->c.tx_dropped++;
 		return 0;
 	}
@@ -365,7 +366,7 @@ void vnet_tx(struct vnet *n)
 	bool pushed = false;
 	unsigned budget = VNET_BUDGET;
 	if (n->tx_blocked) {
-		if (tx_one(n, n->tx_blocked) == -EAGAIN)
+		if (tx_one(n, n->tx_blocked, false) == -EAGAIN)
 			return;
 		virtq_push(vq, n->tx_blocked, 0);
 		free(n->tx_blocked);
@@ -378,7 +379,7 @@ void vnet_tx(struct vnet *n)
 		int r = 0;
 		virtq_set_notification(vq, false);
 		while (budget > 0 && (r = virtq_pop(vq, &e)) == 1) {
-			if (tx_one(n, e) == -EAGAIN) {
+			if (tx_one(n, e, true) == -EAGAIN) {
 				n->tx_blocked = e;   /* kicks stay off: EPOLLOUT resumes us */
 				goto out;
 			}
