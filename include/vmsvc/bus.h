@@ -160,7 +160,8 @@ void bus_unsubscribe(struct bus *b, int id);
  * arrive once). 0 on success, -ENOENT. */
 int bus_set_mask(struct bus *b, int id, uint64_t mask);
 /* Own-thread async subscribers: an eventfd that becomes readable when events
- * are queued (read it, then drain), and the drain itself: delivers up to max
+ * are queued after a drain found the ring empty (read it, then drain; the bus
+ * closes it in bus_unsubscribe), and the drain itself: delivers up to max
  * queued events (0 = all) to fn on the calling thread. Returns the number
  * delivered or -ENOENT. */
 int bus_async_fd(struct bus *b, int id);
