@@ -5,6 +5,7 @@
 #define VMSVC_IRQ_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <vmsvc/bus.h>
 
 struct irqchip;
 struct irqchip_ops {
@@ -27,17 +28,29 @@ struct irqchip {
 	const struct irqchip_ops *ops;
 	int vm_fd;
 	void *priv;
+	struct bus *bus;    /* where BUS_EV_IRQ_LINE is published (NULL: nowhere) */
 };
 
 /* Create KVM's in-kernel irqchip and PIT2 on vm_fd (before vCPUs exist). */
 int irqchip_kvm_create(struct irqchip *c, int vm_fd);
 
+/* Every legacy line assertion, whatever the controller, passes here. */
+static inline void irq_publish_line(struct irqchip *c, unsigned gsi)
+{
+	if (c->bus && bus_wants(c->bus, BUS_EV_IRQ_LINE)) {
+		struct bus_event ev = { .type = BUS_EV_IRQ_LINE, .vcpu = -1, .u.line.gsi = gsi };
+		bus_dispatch(c->bus, &ev);
+	}
+}
 static inline int irq_set_level(struct irqchip *c, unsigned gsi, bool level)
 {
+	if (level)
+		irq_publish_line(c, gsi);
 	return c->ops->set_level(c, gsi, level);
 }
 static inline int irq_pulse(struct irqchip *c, unsigned gsi)
 {
+	irq_publish_line(c, gsi);
 	int r = c->ops->set_level(c, gsi, true);
 	if (r == 0)
 		r = c->ops->set_level(c, gsi, false);

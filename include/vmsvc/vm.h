@@ -71,6 +71,10 @@ struct vcpu {
 	bool thread_started;
 	bool kickable;            /* the thread is in its run loop (under vm->pause_lock) */
 	uint64_t assists;         /* instructions completed by the emulation assist */
+	/* Exits by bus event type (BUS_EV_EXIT_*), counted by this vCPU's thread
+	 * alone (relaxed loads and stores, no atomic add) and read racily by
+	 * statistics: counting costs no shared cache line and no bus subscriber. */
+	uint64_t exits[BUS_EV_EXIT_OTHER + 1];
 };
 
 /* Devices are behind an ops table; each owns its state struct. */

@@ -81,6 +81,13 @@ static void vec_unroute(struct pci_device *d, struct msix_vec *v)
 /* Send the vector's message now. dev->lock held, vector deliverable. */
 static void vec_fire(struct pci_device *d, struct msix_vec *v)
 {
+	struct bus *bus = &d->bus->vm->bus;
+	if (bus_wants(bus, BUS_EV_IRQ_MSIX)) {
+		struct bus_event ev = { .type = BUS_EV_IRQ_MSIX, .vcpu = -1 };
+		ev.u.msix = (typeof(ev.u.msix)){ .bdf = (uint16_t)(d->slot << 3), .vector = (uint16_t)(v - d->vec),
+						 .data = v->data, .addr = v->addr_lo | (uint64_t)v->addr_hi << 32 };
+		bus_dispatch(bus, &ev);
+	}
 	if (!v->routed && !v->route_failed)
 		vec_sync_route(d, v);
 	if (v->routed) {

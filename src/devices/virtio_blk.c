@@ -256,6 +256,9 @@ int virtio_blk_attach(struct vm *vm, const char *text)
 		.config_size = VBLK_CFG_SIZE,
 		.pci_class = 0x010000,   /* mass storage, SCSI: what virtio-blk has always used */
 	};
+	d->bus = &vm->bus;
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		d->index += vm->devices[i].ops == &vblk_device_ops;
 	if ((r = virtio_pci_create(vm, &desc, &vblk_virtio_ops, d, &d->vdev)) < 0) {
 		free_dev(d);
 		return r;

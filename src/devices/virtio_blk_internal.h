@@ -99,6 +99,7 @@ struct vblk_req {
 	uint8_t result;                /* VIRTIO_BLK_S_* so far */
 	uint8_t type;
 	uint64_t sector;               /* for error logs */
+	uint64_t bytes;                /* data bytes, for bus events */
 	struct vblk_req *merge_next;   /* next request of the same merged I/O */
 	bool busy;
 };
@@ -112,6 +113,9 @@ struct virtio_blk {
 	uint64_t capacity;             /* 512-byte sectors */
 	uint8_t config[VBLK_CFG_SIZE];
 	char name[32];                 /* "virtio-blk0" for logs */
+	struct bus *bus;               /* the VM's service bus (request gates, completions) */
+	int index;                     /* among this VM's disks, for bus events */
+	uint64_t denied;               /* requests a bus gate refused (statistics) */
 	/* I/O-thread state */
 	struct vblk_req reqs[VBLK_QUEUE_SIZE];
 	struct vblk_merge *merges;     /* VBLK_MERGES, allocated at attach */

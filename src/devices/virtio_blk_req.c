@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <vmsvc/bus.h>
 #include <vmsvc/iov.h>
 #include <vmsvc/err.h>
 #include "virtio_blk_internal.h"
@@ -59,10 +60,28 @@ static void malformed(struct virtio_blk *d, const char *why, uint64_t a)
 			 why, (unsigned long long)a);
 }
 
+static int bus_op(uint8_t type)
+{
+	switch (type) {
+	case VIRTIO_BLK_T_IN: return BUS_BLK_READ;
+	case VIRTIO_BLK_T_OUT: return BUS_BLK_WRITE;
+	case VIRTIO_BLK_T_FLUSH: return BUS_BLK_FLUSH;
+	case VIRTIO_BLK_T_DISCARD: return BUS_BLK_DISCARD;
+	case VIRTIO_BLK_T_WRITE_ZEROES: return BUS_BLK_WRITE_ZEROES;
+	default: return -1;
+	}
+}
+
 /* Status byte, used ring, element back to the heap. */
 static void finish(struct vblk_req *req)
 {
 	struct virtio_blk *d = req->dev;
+	if (!d->dropping && bus_wants(d->bus, BUS_EV_BLK_DONE) && bus_op(req->type) >= 0) {
+		struct bus_event ev = { .type = BUS_EV_BLK_DONE, .vcpu = -1 };
+		ev.u.blk = (typeof(ev.u.blk)){ .dev = d->index, .op = (uint8_t)bus_op(req->type), .status = req->result,
+					       .sector = req->sector, .bytes = req->bytes };
+		bus_dispatch(d->bus, &ev);
+	}
 	if (!d->dropping) {
 		*req->status = req->result;
 		uint32_t len = req->result == VIRTIO_BLK_S_OK ? req->written + 1 : 1;
@@ -115,6 +134,32 @@ static void submit_failed(struct vblk_req *req, int r)
 static bool range_ok(const struct virtio_blk *d, uint64_t sector, uint64_t nsect)
 {
 	return sector <= d->capacity && nsect <= d->capacity - sector;
+}
+
+/* The service bus's say on a validated request (docs/bus.md): gates may deny
+ * it (completed with IOERR, the disk is not touched) or move a read/write to
+ * another sector (checked again). false: the request is already completed. */
+static bool bus_gate(struct virtio_blk *d, struct vblk_req *req, uint64_t bytes)
+{
+	req->bytes = bytes;
+	if (!bus_wants(d->bus, BUS_EV_BLK_REQUEST))
+		return true;
+	struct bus_event ev = { .type = BUS_EV_BLK_REQUEST, .vcpu = -1 };
+	ev.u.blk = (typeof(ev.u.blk)){ .dev = d->index, .op = (uint8_t)bus_op(req->type), .sector = req->sector,
+				       .bytes = bytes };
+	enum bus_verdict v = bus_dispatch(d->bus, &ev);
+	if (v == BUS_REWRITTEN && (req->type == VIRTIO_BLK_T_IN || req->type == VIRTIO_BLK_T_OUT)) {
+		if (!range_ok(d, ev.u.blk.sector, bytes / BLK_SECTOR_SIZE)) {
+			complete_now(req, VIRTIO_BLK_S_IOERR);
+			return false;
+		}
+		req->sector = ev.u.blk.sector;
+	} else if (v == BUS_DENY) {
+		d->denied++;
+		complete_now(req, VIRTIO_BLK_S_IOERR);
+		return false;
+	}
+	return true;
 }
 
 /* One request's read/write straight to the backend. */
@@ -237,6 +282,11 @@ static bool handle_dwz(struct virtio_blk *d, struct vblk_req *req, const struct 
 		}
 	}
 	req->sector = seg[0].sector;
+	uint64_t total = 0;
+	for (unsigned i = 0; i < nseg; i++)
+		total += (uint64_t)seg[i].num_sectors * BLK_SECTOR_SIZE;
+	if (!bus_gate(d, req, total))
+		return false;
 	req->pending = nseg;
 	for (unsigned i = 0; i < nseg; i++) {
 		uint64_t off = seg[i].sector * BLK_SECTOR_SIZE, len = (uint64_t)seg[i].num_sectors * BLK_SECTOR_SIZE;
@@ -322,12 +372,16 @@ static bool handle(struct virtio_blk *d, struct virtq_elem *e)
 			complete_now(req, VIRTIO_BLK_S_IOERR);
 			return false;
 		}
+		if (!bus_gate(d, req, bytes))
+			return false;
 		req->pending = 1;
 		queue_rw(d, req, write, bytes);
 		return true;
 	}
 	case VIRTIO_BLK_T_FLUSH:
 		flush_run(d);   /* the writes before it go out first */
+		if (!bus_gate(d, req, 0))
+			return false;
 		req->pending = 1;
 		if ((r = blk_flush(d->blk, backend_done, req)) < 0)
 			submit_failed(req, r);

@@ -8,8 +8,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include <vmsvc/bus.h>
 #include <vmsvc/err.h>
 #include <vmsvc/iothread.h>
+#include <vmsvc/vm.h>
 #include "virtio_net_internal.h"
 
 /* net_tap_recv takes fewer than 1024 iovecs and adds one of its own. */
@@ -50,6 +52,28 @@ void vnet_tap_event(void *opaque, int fd, uint32_t events)
 		vnet_tx(n);
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
 		vnet_rx(n);
+}
+
+/* ---- service bus hooks (docs/bus.md) ---- */
+
+/* A frame of `len` bytes (virtio-net header included) reached the guest. */
+static void rx_published(struct vnet *n, size_t len)
+{
+	n->c.rx_frames++;
+	if (bus_wants(&n->vm->bus, BUS_EV_NET_RX)) {
+		struct bus_event ev = { .type = BUS_EV_NET_RX, .vcpu = -1,
+					.u.net = { n->index, (uint32_t)(len - NET_VNET_HDR_LEN) } };
+		bus_dispatch(&n->vm->bus, &ev);
+	}
+}
+
+/* May the guest's frame go out? A gate's DENY drops it (the guest sees it sent). */
+static bool tx_allowed(struct vnet *n, const struct virtq_elem *e)
+{
+	if (!bus_wants(&n->vm->bus, BUS_EV_NET_TX))
+		return true;
+	struct bus_event ev = { .type = BUS_EV_NET_TX, .vcpu = -1, .u.net = { n->index, e->out_len - NET_VNET_HDR_LEN } };
+	return bus_dispatch(&n->vm->bus, &ev) != BUS_DENY;
 }
 
 /* ---- RX ---- */
@@ -178,7 +202,7 @@ static int rx_one(struct vnet *n, struct virtq *vq, bool *pushed)
 	set_num_buffers(e, 1);
 	virtq_push(vq, e, (uint32_t)got);
 	free(e);
-	n->c.rx_frames++;
+	rx_published(n, (size_t)got);
 	*pushed = true;
 	return 1;
 }
@@ -216,8 +240,9 @@ static int rx_continue(struct vnet *n, struct virtq *vq, bool *pushed)
 	}
 	set_num_buffers(n->rx_elems[0], (uint16_t)n->rx_nelem);
 	push_merged(vq, n->rx_elems, n->rx_lens, n->rx_nelem);
+	size_t frame_len = n->rx_lens[0] + n->rx_spill_len;
 	free_rx_pending(n);
-	n->c.rx_frames++;
+	rx_published(n, frame_len);
 	*pushed = true;
 	return 1;
 }
@@ -254,7 +279,7 @@ static int rx_one_mergeable(struct vnet *n, struct virtq *vq, bool *pushed)
 		set_num_buffers(e, 1);
 		virtq_push(vq, e, (uint32_t)got);
 		free(e);
-		n->c.rx_frames++;
+		rx_published(n, (size_t)got);
 		*pushed = true;
 		return 1;
 	}
@@ -297,8 +322,9 @@ void vnet_rx(struct vnet *n)
 
 /* ---- TX ---- */
 
-/* Send one chain. 0 done (sent or dropped), -EAGAIN keep it for EPOLLOUT. */
-static int tx_one(struct vnet *n, struct virtq_elem *e)
+/* Send one chain. 0 done (sent or dropped), -EAGAIN keep it for EPOLLOUT.
+ * ask_bus: false for a retry of a frame the bus already allowed. */
+static int tx_one(struct vnet *n, struct virtq_elem *e, bool ask_bus)
 {
 	if (e->out_num == 0 || e->out_len < NET_VNET_HDR_LEN) {
 		n->c.tx_bad++;
@@ -316,6 +342,10 @@ static int tx_one(struct vnet *n, struct virtq_elem *e)
 			log_warn("%s: TX frame of %u bytes is larger than %u; dropped (logged once)", n->name, e->out_len,
 				 (unsigned)VNET_TX_MAX);
 		}
+		return 0;
+	}
+	if (ask_bus && !tx_allowed(n, e)) {
+		n->c.tx_dropped++;
 		return 0;
 	}
 	ssize_t r = net_tap_send(n->tap, e->iov, e->out_num);
@@ -336,7 +366,7 @@ void vnet_tx(struct vnet *n)
 	bool pushed = false;
 	unsigned budget = VNET_BUDGET;
 	if (n->tx_blocked) {
-		if (tx_one(n, n->tx_blocked) == -EAGAIN)
+		if (tx_one(n, n->tx_blocked, false) == -EAGAIN)
 			return;
 		virtq_push(vq, n->tx_blocked, 0);
 		free(n->tx_blocked);
@@ -349,7 +379,7 @@ void vnet_tx(struct vnet *n)
 		int r = 0;
 		virtq_set_notification(vq, false);
 		while (budget > 0 && (r = virtq_pop(vq, &e)) == 1) {
-			if (tx_one(n, e) == -EAGAIN) {
+			if (tx_one(n, e, true) == -EAGAIN) {
 				n->tx_blocked = e;   /* kicks stay off: EPOLLOUT resumes us */
 				goto out;
 			}

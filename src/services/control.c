@@ -98,7 +98,10 @@ static void ctl_on_event(void *opaque, const struct bus_event *ev)
 	struct control *ctl = opaque;
 	if ((unsigned)ev->type >= BUS_EV__COUNT)
 		return;
-	__atomic_add_fetch(&ctl->counts[ev->type], 1, __ATOMIC_RELAXED);
+	/* Counted only while subscribed: low-frequency types always are; exit
+	 * counts for "stats" come from the vCPUs' own counters instead. */
+	if (!(ctl->hf_mask & BUS_MASK(ev->type)))
+		__atomic_add_fetch(&ctl->counts[ev->type], 1, __ATOMIC_RELAXED);
 	if (!(__atomic_load_n(&ctl->want_mask, __ATOMIC_RELAXED) & BUS_MASK(ev->type)))
 		return;
 	struct ctl_event e = { .ev = *ev, .time_ns = ctl_now_ns(CLOCK_REALTIME) };
@@ -143,8 +146,11 @@ int control_create(struct vm *vm, struct control **out)
 	ctl->hf_mask = ctl_high_frequency_mask();
 	ctl_register_builtins(ctl);
 	if (vm) {
-		uint64_t all = ctl_all_events_mask();
-		ctl->sub_id = bus_subscribe(&vm->bus, all, NULL, ctl_on_event, ctl);
+		/* Lifecycle events only: they are counted for "stats" and queued for
+		 * streams. High-frequency events (exits, devices, interrupts) are added
+		 * to the mask only while a client streams them (update_want_mask), so
+		 * an unwatched VM's exits cost one load and a branch. */
+		ctl->sub_id = bus_subscribe(&vm->bus, ctl_all_events_mask() & ~ctl->hf_mask, NULL, ctl_on_event, ctl);
 		if (ctl->sub_id < 0) {
 			int e = -ctl->sub_id;
 			control_destroy(ctl);
@@ -296,6 +302,8 @@ static void update_want_mask(struct control *ctl)
 		if (ctl->clients[i] && !ctl->clients[i]->dead)
 			m |= ctl->clients[i]->sub_mask;
 	__atomic_store_n(&ctl->want_mask, m, __ATOMIC_RELAXED);
+	if (ctl->vm && ctl->sub_id > 0)
+		bus_set_mask(&ctl->vm->bus, ctl->sub_id, (ctl_all_events_mask() & ~ctl->hf_mask) | m);
 }
 
 static void client_watch(struct control *ctl, int idx)
@@ -684,7 +692,7 @@ void control_destroy(struct control *ctl)
 	if (!ctl)
 		return;
 	control_stop(ctl);
-	if (ctl->vm && ctl->sub_id >= 0)
+	if (ctl->vm && ctl->sub_id > 0)
 		bus_unsubscribe(&ctl->vm->bus, ctl->sub_id);
 	/* A control stream subscriber may have left the pause held. */
 	if (ctl->vm && __atomic_exchange_n(&ctl->pause_held, 0, __ATOMIC_ACQ_REL))

@@ -125,27 +125,41 @@ static int cmd_stats(void *opaque, struct json_object *req, struct json_object *
 	struct json_object *r = json_object_new_object();
 	struct json_object *exits = json_object_new_object();
 	struct json_object *events = json_object_new_object();
+	/* Exits: the vCPUs' own counters (read racily: each is written by one
+	 * thread only); other events: what the control service's subscription
+	 * counted (lifecycle), and the assists the vCPUs counted. */
+	uint64_t by_type[BUS_EV__COUNT] = { 0 }, assists = 0;
+	struct json_object *cpus = json_object_new_array();
+	for (int i = 0; i < vm->ncpus && i < VM_MAX_CPUS; i++) {
+		uint64_t cpu_exits = 0;
+		for (int t = 0; t <= BUS_EV_EXIT_OTHER; t++) {
+			uint64_t n = __atomic_load_n(&vm->cpu[i].exits[t], __ATOMIC_RELAXED);
+			by_type[t] += n;
+			cpu_exits += n;
+		}
+		uint64_t a = __atomic_load_n(&vm->cpu[i].assists, __ATOMIC_RELAXED);
+		assists += a;
+		struct json_object *c = json_object_new_object();
+		json_object_object_add(c, "index", json_object_new_int(i));
+		json_object_object_add(c, "exits", json_object_new_int64((int64_t)cpu_exits));
+		json_object_object_add(c, "assists", json_object_new_int64((int64_t)a));
+		json_object_array_add(cpus, c);
+	}
 	uint64_t total = 0;
 	for (int t = 0; t < BUS_EV__COUNT; t++) {
-		uint64_t n = __atomic_load_n(&ctl->counts[t], __ATOMIC_RELAXED);
 		if (BUS_MASK(t) & BUS_MASK_ALL_EXITS) {
-			total += n;
-			json_object_object_add(exits, bus_event_name(t), json_object_new_int64((int64_t)n));
-		} else {
+			total += by_type[t];
+			json_object_object_add(exits, bus_event_name(t), json_object_new_int64((int64_t)by_type[t]));
+		} else if (t == BUS_EV_EMUL_ASSIST) {
+			json_object_object_add(events, bus_event_name(t), json_object_new_int64((int64_t)assists));
+		} else if (!(ctl->hf_mask & BUS_MASK(t)) && (BUS_MASK(t) & ctl_all_events_mask())) {
+			uint64_t n = __atomic_load_n(&ctl->counts[t], __ATOMIC_RELAXED);
 			json_object_object_add(events, bus_event_name(t), json_object_new_int64((int64_t)n));
 		}
 	}
 	json_object_object_add(r, "exits_total", json_object_new_int64((int64_t)total));
 	json_object_object_add(r, "exits", exits);
 	json_object_object_add(r, "events", events);
-	struct json_object *cpus = json_object_new_array();
-	for (int i = 0; i < vm->ncpus && i < VM_MAX_CPUS; i++) {
-		struct json_object *c = json_object_new_object();
-		json_object_object_add(c, "index", json_object_new_int(i));
-		json_object_object_add(c, "assists", json_object_new_int64(
-			(int64_t)__atomic_load_n(&vm->cpu[i].assists, __ATOMIC_RELAXED)));
-		json_object_array_add(cpus, c);
-	}
 	json_object_object_add(r, "vcpus", cpus);
 	json_object_object_add(r, "unassigned_pio", json_object_new_int64((int64_t)vm->io.pio.unhandled));
 	json_object_object_add(r, "unassigned_mmio", json_object_new_int64((int64_t)vm->io.mmio.unhandled));
@@ -275,6 +289,37 @@ char *ctl_format_event(const struct ctl_event *e, size_t *len)
 		json_object_object_add(o, "dev", json_object_new_int(ev->u.net_rxmode.dev));
 		json_object_object_add(o, "promisc", json_object_new_boolean(ev->u.net_rxmode.promisc));
 		json_object_object_add(o, "allmulti", json_object_new_boolean(ev->u.net_rxmode.allmulti));
+		break;
+	case BUS_EV_VM_SNAPSHOTTED:
+		json_object_object_add(o, "stop", json_object_new_boolean(ev->u.snapshot.stop));
+		json_object_object_add(o, "suspend", json_object_new_boolean(ev->u.snapshot.suspend));
+		break;
+	case BUS_EV_BLK_REQUEST:
+	case BUS_EV_BLK_DONE: {
+		static const char *const ops[] = { "read", "write", "flush", "discard", "write-zeroes" };
+		json_object_object_add(o, "dev", json_object_new_int(ev->u.blk.dev));
+		json_object_object_add(o, "op", json_object_new_string(ev->u.blk.op < 5 ? ops[ev->u.blk.op] : "?"));
+		json_object_object_add(o, "sector", json_object_new_uint64(ev->u.blk.sector));
+		json_object_object_add(o, "bytes", json_object_new_uint64(ev->u.blk.bytes));
+		if (ev->type == BUS_EV_BLK_DONE)
+			json_object_object_add(o, "status", json_object_new_int(ev->u.blk.status));
+		else if (ev->verdict == BUS_DENY)
+			json_object_object_add(o, "denied", json_object_new_boolean(1));
+		break;
+	}
+	case BUS_EV_NET_TX:
+	case BUS_EV_NET_RX:
+		json_object_object_add(o, "dev", json_object_new_int(ev->u.net.dev));
+		json_object_object_add(o, "len", json_object_new_int64(ev->u.net.len));
+		if (ev->verdict == BUS_DENY)
+			json_object_object_add(o, "denied", json_object_new_boolean(1));
+		break;
+	case BUS_EV_IRQ_MSIX:
+		json_object_object_add(o, "bdf", json_object_new_int(ev->u.msix.bdf));
+		json_object_object_add(o, "vector", json_object_new_int(ev->u.msix.vector));
+		break;
+	case BUS_EV_IRQ_LINE:
+		json_object_object_add(o, "gsi", json_object_new_int((int)ev->u.line.gsi));
 		break;
 	default:
 		if (BUS_MASK(ev->type) & BUS_MASK_ALL_EXITS)

@@ -60,7 +60,7 @@ struct control {
 	pthread_mutex_t cmd_lock;
 	struct ctl_cmd cmds[CTL_MAX_CMDS];
 
-	uint64_t counts[BUS_EV__COUNT];   /* every bus event seen, by type (atomic) */
+	uint64_t counts[BUS_EV__COUNT];   /* low-frequency bus events seen, by type (atomic) */
 
 	/* Events for streaming clients: the bus handler queues only types in
 	 * want_mask (the union of subscribed clients' masks). */
@@ -78,10 +78,11 @@ struct control {
 	struct ctl_client *clients[CONTROL_MAX_CLIENTS];
 };
 
-/* Every bus event type (BUS_MASK is a 64-bit mask). */
+/* Every bus event type a client can name (bus.lost is the bus's own report
+ * to async subscribers, never published). */
 static inline uint64_t ctl_all_events_mask(void)
 {
-	return BUS_EV__COUNT >= 64 ? ~0ULL : (1ULL << (BUS_EV__COUNT % 64)) - 1;
+	return BUS_MASK_ALL & ~BUS_MASK(BUS_EV_BUS_LOST);
 }
 
 /* Events that may fire per instruction or per exit: streamed only when a client

@@ -602,6 +602,10 @@ int snapshot_save(struct vm *vm, const char *dir, bool stop)
 	if (r < 0)
 		return err_prefix(r, "snapshot");
 	r = save_paused(vm, dir);
+	if (r == 0) {   /* still paused: subscribers see the VM as it was saved */
+		struct bus_event ev = { .type = BUS_EV_VM_SNAPSHOTTED, .vcpu = -1, .u.snapshot.stop = stop };
+		bus_publish(&vm->bus, &ev);
+	}
 	if (r == 0 && stop)
 		vm_request_end(vm, VM_END_USER, 0, "stopped after snapshot");
 	vm_resume(vm);

@@ -74,6 +74,8 @@ int suspend_to_file(struct vm *vm, const char *path, const struct sealed_key *ke
 		vm_resume(vm);         /* nothing lost: the VM keeps running */
 		return r;
 	}
+	struct bus_event ev = { .type = BUS_EV_VM_SNAPSHOTTED, .vcpu = -1, .u.snapshot = { .stop = true, .suspend = true } };
+	bus_publish(&vm->bus, &ev);   /* committed, still paused */
 	char msg[160];
 	snprintf(msg, sizeof(msg), "suspended to %.120s", path);
 	vm_request_end(vm, VM_END_USER, 0, msg);

@@ -262,11 +262,18 @@ static void handle_internal_error(struct vcpu *c)
 		       emul ? "emulation failure" : "KVM internal error");
 }
 
-/* The one dispatch function: publish, then handle. */
+static inline void count_exit(struct vcpu *c, enum bus_event_type t)
+{
+	/* Only this thread writes the counter: load + store, no locked add. */
+	__atomic_store_n(&c->exits[t], __atomic_load_n(&c->exits[t], __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+/* The one dispatch function: count, publish, then handle. */
 static void vcpu_dispatch_exit(struct vcpu *c)
 {
 	struct kvm_run *run = c->run;
 	struct bus_event ev = { .type = exit_event_type(run->exit_reason), .vcpu = c->index, .exit_reason = run->exit_reason };
+	count_exit(c, ev.type);
 	if (bus_wants(&c->vm->bus, ev.type)) {
 		if (ev.type == BUS_EV_EXIT_IO)
 			ev.u.io = (typeof(ev.u.io)){ run->io.port, run->io.size, run->io.direction == KVM_EXIT_IO_OUT, run->io.count };
@@ -359,6 +366,7 @@ static void *vcpu_thread(void *arg)
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				c->run->immediate_exit = 0;
+				count_exit(c, BUS_EV_EXIT_INTR);
 				struct bus_event ev = { .type = BUS_EV_EXIT_INTR, .vcpu = c->index, .exit_reason = KVM_EXIT_INTR };
 				bus_publish(&vm->bus, &ev);
 				vcpu_park_if_paused(c);

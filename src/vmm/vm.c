@@ -162,6 +162,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	}
 	if ((r = irqchip_kvm_create(&vm->irq, vm->vm_fd)) < 0)
 		goto fail;
+	vm->irq.bus = &vm->bus;
 	if ((r = vm_setup_memory(vm)) < 0)
 		goto fail;
 	if ((r = vm_setup_devices(vm)) < 0)
@@ -319,6 +320,8 @@ void vm_destroy(struct vm *vm)
 	mem_free(&vm->mem);
 	snapshot_restore_close(vm);
 	io_bus_destroy(&vm->io);
+	/* After the devices and vCPUs: nothing publishes any more. */
+	bus_cleanup(&vm->bus);
 	pthread_mutex_destroy(&vm->end_lock);
 	pthread_mutex_destroy(&vm->pause_lock);
 	pthread_cond_destroy(&vm->pause_cond);

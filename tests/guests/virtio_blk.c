@@ -13,6 +13,8 @@
  * skipped): used after a restart on an overlay.
  * blk.ro=1: the disk is read-only: VIRTIO_BLK_F_RO must be offered, reads
  * work, a write completes with VIRTIO_BLK_S_IOERR.
+ * blk.denied=1: the same on a writable disk whose writes a service-bus gate
+ * denies (tests/integration/bus_gate_test.c), then the MSI-X read phase.
  * blk.bench=1: sequential (128 KiB) and random (4 KiB) read/write throughput
  * at queue depth 1 and 32 over blk.bench_mb MiB (default 64); TSC calibrated
  * against PIT channel 2. Lines "bench: ..." are parsed by scripts/bench/blk.sh. */
@@ -492,7 +494,8 @@ static void on_watchdog(struct kit_frame *f)
 
 /* Reads of the written region, one at a time, each completion awaited with
  * sti;hlt; a LAPIC-timer watchdog turns a lost interrupt into a failure. */
-static void irq_phase(void)
+/* verify: the data is what the read/write test wrote (not after blk.denied). */
+static void irq_phase(bool verify_data)
 {
 	lapic_timer_periodic(VEC_WATCHDOG, 16, 625000);
 	virtq_interrupts(&q, true);
@@ -520,13 +523,13 @@ static void irq_phase(void)
 		sl->busy = false;
 		if (t != sl || *sl->status != VIRTIO_BLK_S_OK || len != BLOCK_SECTORS * SECTOR + 1)
 			kit_fail("irq phase read %u: completion %p status %u length %u", i, t, *sl->status, len);
-		if (verify(sl->data, sector, BLOCK_SECTORS, 1) != 0)
+		if (verify_data && verify(sl->data, sector, BLOCK_SECTORS, 1) != 0)
 			kit_fail("irq phase read %u: %s (%lx %lx %lx)", i, err.what, err.a, err.b, err.c);
 	}
 	virtq_interrupts(&q, false);
 	lapic_timer_stop();
-	kit_printf("blk: %u interrupt-driven reads verified (%u MSI-X interrupts)\n", IRQ_READS,
-		   blk_irqs - irqs_before);
+	kit_printf("blk: %u interrupt-driven reads%s (%u MSI-X interrupts)\n", IRQ_READS,
+		   verify_data ? " verified" : "", blk_irqs - irqs_before);
 }
 
 /* ---- set-up at CPL0 ---- */
@@ -554,6 +557,7 @@ static void get_id(char serial[21])
 int kit_main(void)
 {
 	bool ro = kit_cmdline_ulong("blk.ro", 0) != 0;
+	bool denied = kit_cmdline_ulong("blk.denied", 0) != 0;
 	bool do_bench = kit_cmdline_ulong("blk.bench", 0) != 0;
 	if (virtio_open(VIRTIO_ID_BLOCK, &vd) != 0)
 		kit_fail("no virtio-blk device");
@@ -599,6 +603,9 @@ int kit_main(void)
 			kit_fail("blk.ro=1 but the device does not offer VIRTIO_BLK_F_RO");
 		what = "read-only test";
 		r = kit_user_call(ro_test, 0);
+	} else if (denied) {
+		what = "denied-writes test";
+		r = kit_user_call(ro_test, 0);
 	} else if (kit_cmdline_ulong("blk.verify", 0)) {
 		what = "verify-only test";
 		r = kit_user_call(verify_test, 0);
@@ -617,7 +624,7 @@ int kit_main(void)
 	if (r != 0)
 		kit_fail("%s: %s (%lx %lx %lx)", what, err.what, err.a, err.b, err.c);
 	if (!ro)
-		irq_phase();
+		irq_phase(!denied);
 	if (virtio_needs_reset(&vd))
 		kit_fail("device signalled NEEDS_RESET");
 	kit_printf("blk: %s passed: %lu requests, %lu kicks, %lu suppressed\n", what, reqs_done, q.kicks,

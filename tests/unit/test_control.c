@@ -566,10 +566,15 @@ static void test_event_stream(void **state)
 	send_str(lc, "{\"id\":1,\"cmd\":\"subscribe\"}\n");
 	assert_true(read_line(lc, line, sizeof(line)) > 0);
 	assert_non_null(strstr(line, "\"ok\":true"));
+	/* Nobody streams exits: the vCPUs' fast path sees no subscriber. */
+	assert_false(bus_wants(&vm->bus, BUS_EV_EXIT_IO));
+	assert_true(bus_wants(&vm->bus, BUS_EV_VM_PAUSED));
 	const char *sub = "{\"id\":1,\"cmd\":\"subscribe\",\"events\":[\"exit.io\"]}\n";
 	send_all(ec, sub, strlen(sub));
 	assert_true(read_line(ec, line, sizeof(line)) > 0);
 	assert_non_null(strstr(line, "\"ok\":true"));
+	assert_true(bus_wants(&vm->bus, BUS_EV_EXIT_IO));
+	assert_false(bus_wants(&vm->bus, BUS_EV_EXIT_MMIO));
 
 	/* Many exits: the exit subscriber gets at most the rate limit per second,
 	 * the lifecycle subscriber none; every exit is counted. */
@@ -590,7 +595,11 @@ static void test_event_stream(void **state)
 			got++;
 	assert_true(got > 0 && got <= CONTROL_EXIT_EVENTS_PER_SEC);
 
-	/* Counters through "stats"; state through "info". */
+	/* Counters through "stats" (exits: the vCPUs' own counters, which a
+	 * real vCPU thread increments); state through "info". */
+	vm->ncpus = 2;
+	vm->cpu[0].exits[BUS_EV_EXIT_IO] = 2000;
+	vm->cpu[1].exits[BUS_EV_EXIT_IO] = 1000;
 	int q = connect_to(sock);
 	send_str(q, "{\"id\":2,\"cmd\":\"stats\"}\n");
 	assert_true(read_line(q, line, sizeof(line)) > 0);
@@ -628,10 +637,15 @@ static void test_event_stream(void **state)
 			break;
 		fail_msg("lifecycle stream got '%s' (exit floods are not its business)", line);
 	}
-	close(lc);
 	close(ec);
+	/* The last exit streamer gone: exits drop out of the bus mask again. */
+	for (int i = 0; i < 200 && bus_wants(&vm->bus, BUS_EV_EXIT_IO); i++)
+		usleep(10000);
+	assert_false(bus_wants(&vm->bus, BUS_EV_EXIT_IO));
+	close(lc);
 	control_destroy(ctl);
 	assert_int_equal(vm->bus.mask, 0);   /* unsubscribed */
+	bus_cleanup(&vm->bus);
 	pthread_mutex_destroy(&vm->pause_lock);
 	pthread_mutex_destroy(&vm->end_lock);
 	pthread_cond_destroy(&vm->pause_cond);

@@ -95,6 +95,7 @@ static int teardown(void **state)
 			f->vm->devices[i].ops->destroy(f->vm->devices[i].dev);
 	assert_null(f->vm->pci);
 	io_bus_destroy(&f->vm->io);
+	bus_cleanup(&f->vm->bus);
 	pthread_mutex_destroy(&f->vm->end_lock);
 	close(f->fd);
 	unlink(f->path);
@@ -673,6 +674,78 @@ static void test_parse_spec(void **state)
 	}
 }
 
+/* ---- service bus gates (docs/bus.md) ---- */
+
+static enum bus_verdict blk_gate(void *opaque, struct bus_event *ev)
+{
+	(void)opaque;
+	if (ev->u.blk.op == BUS_BLK_WRITE)
+		return BUS_DENY;
+	if (ev->u.blk.op == BUS_BLK_READ && ev->u.blk.sector == 10) {
+		ev->u.blk.sector = 20;   /* redirected */
+		return BUS_REWRITTEN;
+	}
+	if (ev->u.blk.op == BUS_BLK_READ && ev->u.blk.sector == 30) {
+		ev->u.blk.sector = DISK_SECTORS;   /* redirected out of range */
+		return BUS_REWRITTEN;
+	}
+	return BUS_ALLOW;
+}
+
+struct blk_seen {
+	unsigned done, write_ioerr, denied_requests;
+	uint64_t last_sector;
+};
+
+static void blk_observe(void *opaque, const struct bus_event *ev)
+{
+	struct blk_seen *s = opaque;
+	if (ev->type == BUS_EV_BLK_REQUEST) {
+		s->denied_requests += ev->verdict == BUS_DENY;
+		return;
+	}
+	s->done++;
+	s->last_sector = ev->u.blk.sector;
+	if (ev->u.blk.op == BUS_BLK_WRITE && ev->u.blk.status == VIRTIO_BLK_S_IOERR && ev->u.blk.dev == 0)
+		s->write_ioerr++;
+}
+
+static void test_bus_gate(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(attach(f, ""), 0);
+	start(f);
+	struct blk_seen seen = { 0 };
+	int gid = bus_subscribe_gate(&f->vm->bus, BUS_MASK(BUS_EV_BLK_REQUEST), 0, blk_gate, NULL);
+	int oid = bus_subscribe(&f->vm->bus, BUS_MASK(BUS_EV_BLK_REQUEST) | BUS_MASK(BUS_EV_BLK_DONE), NULL,
+				blk_observe, &seen);
+	assert_true(gid > 0 && oid > 0);
+	/* Denied write: IOERR, the disk keeps what it had. */
+	memset(f->ram + DATA(0), 0xab, 1024);
+	assert_int_equal(simple(f, VIRTIO_BLK_T_OUT, 100, 1024, NULL), VIRTIO_BLK_S_IOERR);
+	uint64_t first;
+	assert_int_equal(pread(f->fd, &first, sizeof(first), 100 * 512), (ssize_t)sizeof(first));
+	assert_int_equal(first, 100);
+	assert_int_equal(seen.write_ioerr, 1);
+	assert_int_equal(seen.denied_requests, 1);
+	/* Rewritten read: the data comes from the new sector. */
+	assert_int_equal(simple(f, VIRTIO_BLK_T_IN, 10, 512, NULL), VIRTIO_BLK_S_OK);
+	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 20 }, 8);
+	assert_int_equal(seen.last_sector, 20);
+	/* A rewrite out of range is checked again. */
+	assert_int_equal(simple(f, VIRTIO_BLK_T_IN, 30, 512, NULL), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(simple(f, VIRTIO_BLK_T_FLUSH, 0, 0, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(seen.done, 4);
+	/* Gate gone: writes go through. */
+	bus_unsubscribe(&f->vm->bus, gid);
+	memset(f->ram + DATA(0), 0xab, 1024);
+	assert_int_equal(simple(f, VIRTIO_BLK_T_OUT, 100, 1024, NULL), VIRTIO_BLK_S_OK);
+	assert_int_equal(pread(f->fd, &first, sizeof(first), 100 * 512), (ssize_t)sizeof(first));
+	assert_int_equal(first, 0xababababababababULL);
+	bus_unsubscribe(&f->vm->bus, oid);
+	assert_false(needs_reset(f));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -680,7 +753,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_config_and_features), T(test_read_write_flush_id), T(test_bad_requests),
 		T(test_head_reused_in_flight), T(test_many_in_flight), T(test_read_only),
-		T(test_discard_write_zeroes), T(test_reset_with_requests), T(test_attach_errors),
+		T(test_discard_write_zeroes), T(test_reset_with_requests), T(test_attach_errors), T(test_bus_gate),
 		cmocka_unit_test(test_parse_spec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

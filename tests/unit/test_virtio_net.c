@@ -181,6 +181,7 @@ static void fx_teardown(void)
 		F.vm->devices[i].ops->destroy(F.vm->devices[i].dev);
 	CHECK(F.vm->pci == NULL);
 	io_bus_destroy(&F.vm->io);
+	bus_cleanup(&F.vm->bus);
 	free(F.vm);
 	free(F.ram);
 }
@@ -345,6 +346,31 @@ static size_t host_recv(uint8_t *buf, size_t cap)
 	return 0;
 }
 
+/* No test frame from the guest reaches the host within ms. */
+static bool host_quiet(int ms)
+{
+	uint8_t buf[2048];
+	struct pollfd pfd = { .fd = F.sock, .events = POLLIN };
+	while (poll(&pfd, 1, ms) == 1) {
+		struct sockaddr_ll from;
+		socklen_t fl = sizeof(from);
+		ssize_t n = recvfrom(F.sock, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+		if (n >= 14 && from.sll_pkttype != PACKET_OUTGOING && (buf[12] << 8 | buf[13]) == ETH_TEST)
+			return false;
+	}
+	return true;
+}
+
+/* A service-bus gate on net.tx (docs/bus.md): denies while deny_tx is set. */
+static int deny_tx;
+static uint32_t gated_len;
+static enum bus_verdict tx_gate(void *opaque, struct bus_event *ev)
+{
+	(void)opaque;
+	__atomic_store_n(&gated_len, ev->u.net.len, __ATOMIC_RELAXED);
+	return __atomic_load_n(&deny_tx, __ATOMIC_RELAXED) ? BUS_DENY : BUS_ALLOW;
+}
+
 #define TX_BUF 0x400000
 #define RX_BUF 0x500000
 #define CTRL_BUF 0x600000
@@ -384,6 +410,22 @@ static void body_config_tx(void)
 		CHECK(get_used(&tx, &id, &ulen, 2000));
 		CHECK(ulen == 0);
 	}
+	/* A gate subscribed while the device runs: a denied frame is completed
+	 * for the guest but never reaches the tap; once allowed, frames flow. */
+	int gid = bus_subscribe_gate(&F.vm->bus, BUS_MASK(BUS_EV_NET_TX), 0, tx_gate, NULL);
+	CHECK(gid > 0);
+	__atomic_store_n(&deny_tx, 1, __ATOMIC_RELAXED);
+	size_t len = make_frame(f, host_mac, guest_mac, 100, 0x55);
+	guest_send(&tx, f, len);
+	uint32_t id, ulen;
+	CHECK(get_used(&tx, &id, &ulen, 2000));
+	CHECK(host_quiet(300));
+	CHECK(__atomic_load_n(&gated_len, __ATOMIC_RELAXED) == len);
+	__atomic_store_n(&deny_tx, 0, __ATOMIC_RELAXED);
+	guest_send(&tx, f, len);
+	CHECK(host_recv(got, sizeof(got)) == len && memcmp(got, f, len) == 0);
+	CHECK(get_used(&tx, &id, &ulen, 2000));
+	bus_unsubscribe(&F.vm->bus, gid);
 	CHECK(!needs_reset());
 	fx_teardown();
 }
