@@ -382,8 +382,13 @@ static void test_capabilities(void **state)
 	assert_int_equal(cfg_read(vm, 1, 0x4c, 1), 0x0f);
 	cfg_write(vm, 1, 0x44, 4, 0);                      /* read-only capability */
 	assert_int_equal(cfg_read(vm, 1, 0x44, 4), 0x05040302u);
-	/* Writes beyond the header/caps are dropped; reads past 256 fail cleanly. */
-	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 256, 4), 0xffffffffu);
+	/* Extended space (ECAM) of a present function reads as an empty list and
+	 * ignores writes; past 4 KiB and across dwords, accesses fail cleanly. */
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 256, 4), 0);
+	pci_config_write(vm->pci, 1 << 3, 256, 4, 0x12345678u);
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 0xffc, 4), 0);
+	assert_int_equal(pci_config_read(vm->pci, 7 << 3, 256, 4), 0xffffffffu);
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 4096, 4), 0xffffffffu);
 	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 0xfe, 4), 0xffffffffu);
 }
 
