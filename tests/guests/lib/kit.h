@@ -108,6 +108,11 @@ struct kit_madt {
 	uint64_t ioapic_addr;
 };
 int kit_acpi_madt(struct kit_madt *out); /* 0 on success, -1 no/invalid tables */
+/* The RSDP (signature and checksum checked), or NULL. */
+const uint8_t *kit_acpi_rsdp(void);
+/* The table with this signature listed in the XSDT (else the RSDT), its length
+ * sane and checksum right; NULL if none. */
+const uint8_t *kit_acpi_table(const char sig[4]);
 
 /* ---- LAPIC / IOAPIC / PIT ---- */
 #define LAPIC_BASE 0xfee00000u
