@@ -586,11 +586,13 @@ int pci_device_load(struct pci_device *d, const void *buf, size_t len)
 	for (unsigned i = 0; i < PCI_CFG_SIZE; i++)
 		d->cfg[i] = (uint8_t)((d->cfg_reset[i] & ~d->wmask[i]) | (b[7 + i] & d->wmask[i]));
 	d->intx_level = b[7 + PCI_CFG_SIZE] != 0;
-	intx_update_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	bars_update(d);
 	if (d->msix_nvec)
 		pci_msix_set_vectors(d, vecs);
+	/* INTx last, once MSI-X enable is restored: a device that saved "MSI-X on,
+	 * INTx level high" must not pulse the shared line (the IOAPIC would deliver). */
+	pci_intx_update(d);
 	pthread_mutex_unlock(&bus->lock);
 	free(vecs);
 	return 0;
