@@ -215,6 +215,13 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	assert_non_null(memmem(dsdt + 36, dlen - 36, "_CRS", 4));
 	assert_non_null(memmem(dsdt + 36, dlen - 36, "_PRT", 4));
 	check_dsdt_windows(dsdt, mem_top(&f->mem));
+	/* _PRT: Package () { 0x00ssFFFF, 0 (INTA), 0 (no link: a GSI), 11 } per slot,
+	 * the same routing the MP table gives below. */
+	for (unsigned slot = 1; slot < 32; slot++) {
+		const uint8_t prt[] = { 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, (uint8_t)slot, 0x00,
+					0x00, 0x00, 0x0a, PCI_INTX_GSI };
+		assert_non_null(memmem(dsdt + 36, dlen - 36, prt, sizeof(prt)));
+	}
 
 	/* MCFG: one allocation, the ECAM window, segment 0, buses 0..N-1 */
 	const uint8_t *mcfg = find(f, rsdp, "MCFG");
