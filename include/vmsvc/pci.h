@@ -1,9 +1,10 @@
 /* PCI: one host bridge (00:00.0) and up to 31 devices on bus 0 (function 0 only),
  * configuration space through the type-1 mechanism (0xcf8 address, 0xcfc-0xcff
  * data) and through ECAM (memory-mapped, PCI_ECAM_BASE, described by the ACPI
- * MCFG table); both end in pci_config_read/write. The bus assigns BAR addresses at device creation (as firmware would) and
- * re-registers a BAR's handler on the VM's io bus whenever the guest moves it or
- * toggles COMMAND memory/io enable. MSI-X (table + PBA in a BAR of their own) is
+ * MCFG table); both end in pci_config_read/write. The bus assigns BAR addresses
+ * at device creation (as firmware would) and re-registers a BAR's handler on
+ * the VM's io bus whenever the guest moves it or toggles COMMAND memory/io
+ * enable. MSI-X (table + PBA in a BAR of their own) is
  * implemented here: each vector has a KVM MSI route and an eventfd bound with
  * irqfd, so a device thread raises an interrupt with one write(). Layout and
  * choices: docs/devices.md.
@@ -127,8 +128,10 @@ struct pci_device_ops {
 };
 
 /* ---- bus ---- */
-/* Create the VM's bus (vm->pci), register ports 0xcf8-0xcff and the host bridge,
- * and add the bus as a VM device (destroyed after the devices created later).
+/* Create the VM's bus (vm->pci), register ports 0xcf8-0xcff, the ECAM window
+ * and the host bridge, and add the bus as a VM device (destroyed after the
+ * devices created later; its save/load carry the 0xcf8 latch and the host
+ * bridge's config space).
  * One-byte accesses at 0xcf9 go to pm_reset_control_write/read (devices.h). */
 int pci_bus_create(struct vm *vm);
 /* Config space access as the guest sees it (used by the port and ECAM handlers
