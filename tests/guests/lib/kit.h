@@ -126,6 +126,8 @@ void lapic_timer_stop(void);
 /* Raw ICR write: low word carries vector/mode/shorthand, dest is the APIC ID. */
 void lapic_send_ipi(uint32_t dest, uint32_t icr_low);
 void ioapic_route(unsigned pin, uint8_t vector, uint8_t dest_apic, bool masked);
+/* The same, level-triggered (PCI INTx), with the given polarity. */
+void ioapic_route_level(unsigned pin, uint8_t vector, uint8_t dest_apic, bool active_low, bool masked);
 void pit_periodic(unsigned hz);           /* channel 0, mode 2 */
 void pit_stop(void);
 
