@@ -1,8 +1,10 @@
 /* PCI: one host bridge (00:00.0) and up to 31 devices on bus 0 (function 0 only),
  * configuration space through the type-1 mechanism (0xcf8 address, 0xcfc-0xcff
- * data). The bus assigns BAR addresses at device creation (as firmware would) and
- * re-registers a BAR's handler on the VM's io bus whenever the guest moves it or
- * toggles COMMAND memory/io enable. MSI-X (table + PBA in a BAR of their own) is
+ * data) and through ECAM (memory-mapped, PCI_ECAM_BASE, described by the ACPI
+ * MCFG table); both end in pci_config_read/write. The bus assigns BAR addresses
+ * at device creation (as firmware would) and re-registers a BAR's handler on
+ * the VM's io bus whenever the guest moves it or toggles COMMAND memory/io
+ * enable. MSI-X (table + PBA in a BAR of their own) is
  * implemented here: each vector has a KVM MSI route and an eventfd bound with
  * irqfd, so a device thread raises an interrupt with one write(). Layout and
  * choices: docs/devices.md.
@@ -59,23 +61,46 @@ struct pci_device;
 #define PCI_HOST_VENDOR 0x1b36
 #define PCI_HOST_DEVICE 0x0008
 
-/* Address windows the bus allocates BARs from (naturally aligned). */
+/* ECAM (PCIe enhanced configuration access): bus b, device d, function f,
+ * register r at PCI_ECAM_BASE + (b << 20 | d << 15 | f << 12 | r). Buses
+ * 0..PCI_ECAM_BUSES-1 are decoded (only bus 0 has devices). 256 MiB-aligned, at
+ * the top of the 32-bit BAR window; reserved in the e820 map and by a PNP0C02
+ * device in the DSDT (Linux ignores an MCFG region reserved by neither). */
+#define PCI_ECAM_BASE 0xF0000000ULL
+#define PCI_ECAM_BUSES 16
+#define PCI_ECAM_SIZE ((uint64_t)PCI_ECAM_BUSES << 20)
+
+/* Address windows the bus allocates BARs from (naturally aligned); the ACPI
+ * host bridge _CRS declares the same windows. */
 #define PCI_MMIO32_BASE 0xC0000000ULL   /* = MEM_HOLE_START */
-#define PCI_MMIO32_END 0xFE000000ULL    /* below the IOAPIC */
+#define PCI_MMIO32_END PCI_ECAM_BASE
 #define PCI_IO_BASE 0xC000
 #define PCI_IO_END 0x10000
-#define PCI_MMIO64_ALIGN (1ULL << 30)   /* 64-bit window starts at max(4 GiB, RAM top) rounded up */
+/* 64-bit prefetchable window: starts at max(4 GiB, RAM top) rounded up to 1 GiB. */
+#define PCI_MMIO64_ALIGN (1ULL << 30)
 #define PCI_MMIO64_SIZE (64ULL << 30)
+/* 64-bit prefetchable BARs at least this large go above 4 GiB (as do others
+ * when the 32-bit window is full); smaller ones stay below, where guests that
+ * map only 4 GiB (the test kit) reach them. */
+#define PCI_MMIO64_MIN_HIGH (256ULL << 20)
+static inline uint64_t pci_mmio64_base(uint64_t ram_top)
+{
+	uint64_t a = ram_top > 0x100000000ULL ? ram_top : 0x100000000ULL;
+	return (a + PCI_MMIO64_ALIGN - 1) & ~(PCI_MMIO64_ALIGN - 1);
+}
 
 enum pci_bar_type {
 	PCI_BAR_NONE = 0,
 	PCI_BAR_IO,      /* I/O ports, size 4..256 bytes */
 	PCI_BAR_MEM32,   /* 32-bit MMIO */
 	PCI_BAR_MEM64,   /* 64-bit MMIO: takes BAR n and n+1; placed in the 32-bit hole
-	                  * unless PCI_BAR_HIGH is given (test guests map only 4 GiB) */
+	                  * unless prefetchable and large (PCI_MMIO64_MIN_HIGH), or
+	                  * PCI_BAR_HIGH is given, or the hole is full */
 };
 #define PCI_BAR_PREFETCH 0x1u
-#define PCI_BAR_HIGH 0x2u    /* MEM64 only: allocate above 4 GiB */
+/* MEM64 + PREFETCH only: allocate in the 64-bit window (which the host bridge
+ * declares prefetchable, so Linux keeps only prefetchable BARs there). */
+#define PCI_BAR_HIGH 0x2u
 
 struct pci_device_info {
 	const char *name;       /* for logs and io bus range names; must outlive the device */
@@ -103,12 +128,16 @@ struct pci_device_ops {
 };
 
 /* ---- bus ---- */
-/* Create the VM's bus (vm->pci), register ports 0xcf8-0xcff and the host bridge,
- * and add the bus as a VM device (destroyed after the devices created later).
+/* Create the VM's bus (vm->pci), register ports 0xcf8-0xcff, the ECAM window
+ * and the host bridge, and add the bus as a VM device (destroyed after the
+ * devices created later; its save/load carry the 0xcf8 latch and the host
+ * bridge's config space).
  * One-byte accesses at 0xcf9 go to pm_reset_control_write/read (devices.h). */
 int pci_bus_create(struct vm *vm);
-/* Config space access as the guest sees it (used by the port handlers and tests):
- * bdf = bus << 8 | slot << 3 | function; offset + size must stay in one dword. */
+/* Config space access as the guest sees it (used by the port and ECAM handlers
+ * and tests): bdf = bus << 8 | slot << 3 | function; offset + size must stay in
+ * one dword. Offsets 256..4095 (ECAM extended space) read 0 on a present
+ * function (no extended capabilities) and all-ones on an absent one. */
 uint32_t pci_config_read(struct pci_bus *b, unsigned bdf, unsigned offset, unsigned size);
 void pci_config_write(struct pci_bus *b, unsigned bdf, unsigned offset, unsigned size, uint32_t val);
 

@@ -1,4 +1,4 @@
-/* CPUID and firmware tables (ACPI RSDP/XSDT/MADT/FADT/DSDT and an MP table). */
+/* CPUID and firmware tables (ACPI RSDP/XSDT/MADT/FADT/DSDT/MCFG and an MP table). */
 #ifndef VMSVC_PLATFORM_H
 #define VMSVC_PLATFORM_H
 #include <linux/kvm.h>
@@ -29,8 +29,10 @@ int cpuid_add_topology_leaves(struct kvm_cpuid2 **c);
 
 /* ---- firmware tables ---- */
 /* Write ACPI tables (RSDP at BOOT_ACPI_ADDR) describing ncpus CPUs (APIC IDs 0..n-1),
- * the IOAPIC at 0xfec00000 (GSI 0-23), ISA overrides (IRQ0 -> GSI2), and a FADT whose
- * PM1a control port (0x604) gives poweroff via \_S5 and reset register (0xcf9).
+ * the IOAPIC at 0xfec00000 (GSI 0-23), ISA overrides (IRQ0 -> GSI2, IRQ 11 = PCI
+ * INTx level/low), a FADT whose PM1a control port (0x604) gives poweroff via \_S5
+ * and reset register (0xcf9), the PCI host bridge (DSDT; its 64-bit window follows
+ * the top of `mem`) and the MCFG for the PCI ECAM window (include/vmsvc/pci.h).
  * Also an MP table (for acpi=off). Returns the RSDP address via *rsdp. */
 int platform_write_tables(struct guest_mem *mem, unsigned ncpus, uint64_t *rsdp);
 /* The MP table alone (floating pointer at MPTABLE_ADDR, in the BIOS area Linux

@@ -1,4 +1,5 @@
-/* PCI bus 0: type-1 configuration access, BAR assignment and (re)mapping, INTx.
+/* PCI bus 0: type-1 and ECAM configuration access, BAR assignment and
+ * (re)mapping, INTx, the bus's own saved state.
  * MSI-X lives in pci_msix.c. Layout and choices: docs/devices.md.
  *
  * Locks: bus->lock serializes configuration accesses (the 0xcf8 address latch and
@@ -17,6 +18,7 @@
 #define CONFIG_ADDRESS_PORT 0xcf8
 #define CONFIG_DATA_PORT 0xcfc
 #define CONFIG_ENABLE 0x80000000u
+#define ECAM_FUNC_SIZE 4096u
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 static bool is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
@@ -143,6 +145,9 @@ int pci_add_bar(struct pci_device *d, unsigned bar, enum pci_bar_type type, uint
 	    (type == PCI_BAR_MEM32 && size > (256u << 20)) || (type == PCI_BAR_MEM64 && size > (16ULL << 30)) ||
 	    type == PCI_BAR_NONE || type > PCI_BAR_MEM64)
 		return err_set(EINVAL, "pci %s: BAR%u: bad size %#llx", d->info.name, bar, (unsigned long long)size);
+	if ((flags & PCI_BAR_HIGH) && (type != PCI_BAR_MEM64 || !(flags & PCI_BAR_PREFETCH)))
+		return err_set(EINVAL, "pci %s: BAR%u: only a prefetchable 64-bit BAR can go above 4 GiB", d->info.name,
+			       bar);
 	if (type != PCI_BAR_IO && size < 4096)
 		size = 4096;   /* a page at least, so BARs never share a page */
 	struct pci_bar *b = &d->bar[bar];
@@ -172,10 +177,13 @@ static int bar_assign(struct pci_device *d, unsigned i)
 	struct pci_bus *bus = d->bus;
 	struct pci_bar *b = &d->bar[i];
 	uint64_t *next, end;
+	/* Only prefetchable 64-bit BARs may live in the (prefetchable) high window. */
+	bool may_go_high = b->type == PCI_BAR_MEM64 && (b->flags & PCI_BAR_PREFETCH);
+	bool high = may_go_high && ((b->flags & PCI_BAR_HIGH) || b->size >= PCI_MMIO64_MIN_HIGH);
 	if (b->type == PCI_BAR_IO) {
 		next = &bus->io_next;
 		end = PCI_IO_END;
-	} else if (b->type == PCI_BAR_MEM64 && (b->flags & PCI_BAR_HIGH)) {
+	} else if (high) {
 		next = &bus->mmio64_next;
 		end = bus->mmio64_end;
 	} else {
@@ -183,6 +191,12 @@ static int bar_assign(struct pci_device *d, unsigned i)
 		end = PCI_MMIO32_END;
 	}
 	uint64_t addr = align_up(*next, b->size);
+	if ((addr < *next || addr + b->size > end || addr + b->size < addr) && may_go_high && !high) {
+		/* The 32-bit hole is full: a 64-bit BAR can go above 4 GiB instead. */
+		next = &bus->mmio64_next;
+		end = bus->mmio64_end;
+		addr = align_up(*next, b->size);
+	}
 	if (addr < *next || addr + b->size > end || addr + b->size < addr)
 		return err_set(ENOSPC, "pci %s: no room for BAR%u (%#llx bytes)", d->info.name, i,
 			       (unsigned long long)b->size);
@@ -242,12 +256,14 @@ static struct pci_device *bus_device(struct pci_bus *b, unsigned bdf)
 
 uint32_t pci_config_read(struct pci_bus *b, unsigned bdf, unsigned offset, unsigned size)
 {
-	if ((size != 1 && size != 2 && size != 4) || offset >= PCI_CFG_SIZE || (offset & 3) + size > 4)
+	if ((size != 1 && size != 2 && size != 4) || offset >= ECAM_FUNC_SIZE || (offset & 3) + size > 4)
 		return 0xffffffffu;
 	pthread_mutex_lock(&b->lock);
 	struct pci_device *d = bus_device(b, bdf);
 	uint32_t v = 0xffffffffu;
-	if (d) {
+	if (d && offset >= PCI_CFG_SIZE) {
+		v = 0;   /* extended space: an empty extended capability list */
+	} else if (d) {
 		if (d->ops && d->ops->config_read)
 			d->ops->config_read(d->opaque, offset, size);
 		v = 0;
@@ -267,6 +283,7 @@ static bool overlaps(unsigned off, unsigned size, unsigned start, unsigned len)
 
 void pci_config_write(struct pci_bus *b, unsigned bdf, unsigned offset, unsigned size, uint32_t val)
 {
+	/* Extended space (ECAM offsets 256..4095) has nothing writable. */
 	if ((size != 1 && size != 2 && size != 4) || offset >= PCI_CFG_SIZE || (offset & 3) + size > 4)
 		return;
 	pthread_mutex_lock(&b->lock);
@@ -337,6 +354,38 @@ static void config_data_port(void *opaque, uint64_t offset, void *data, unsigned
 		uint32_t v = pci_config_read(b, bdf, reg, size);
 		for (unsigned i = 0; i < size; i++)
 			bytes[i] = (uint8_t)(v >> (8 * i));
+	}
+}
+
+/* ECAM: the address picks bus/device/function/register. Accesses of 1, 2 or 4
+ * bytes inside one dword are config accesses; an aligned 8-byte access is two
+ * dword accesses (low first). Anything else (straddling a dword, odd sizes from
+ * string instructions) reads all-ones and writes nothing, like an unsupported
+ * request on real hardware. */
+static void ecam_handler(void *opaque, uint64_t offset, void *data, unsigned size, bool is_write)
+{
+	struct pci_bus *b = opaque;
+	uint8_t *bytes = data;
+	unsigned bdf = (unsigned)(offset >> 12) & 0xffff;
+	unsigned reg = (unsigned)(offset & (ECAM_FUNC_SIZE - 1));
+	unsigned chunk = size == 8 && (reg & 7) == 0 ? 4 : size;
+	bool ok = (chunk == 1 || chunk == 2 || chunk == 4) && (reg & 3) + chunk <= 4;
+	if (!ok) {
+		if (!is_write)
+			memset(bytes, 0xff, size);
+		return;
+	}
+	for (unsigned done = 0; done < size; done += chunk) {
+		if (is_write) {
+			uint32_t v = 0;
+			for (unsigned i = 0; i < chunk; i++)
+				v |= (uint32_t)bytes[done + i] << (8 * i);
+			pci_config_write(b, bdf, reg + done, chunk, v);
+		} else {
+			uint32_t v = pci_config_read(b, bdf, reg + done, chunk);
+			for (unsigned i = 0; i < chunk; i++)
+				bytes[done + i] = (uint8_t)(v >> (8 * i));
+		}
 	}
 }
 
@@ -537,11 +586,13 @@ int pci_device_load(struct pci_device *d, const void *buf, size_t len)
 	for (unsigned i = 0; i < PCI_CFG_SIZE; i++)
 		d->cfg[i] = (uint8_t)((d->cfg_reset[i] & ~d->wmask[i]) | (b[7 + i] & d->wmask[i]));
 	d->intx_level = b[7 + PCI_CFG_SIZE] != 0;
-	intx_update_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	bars_update(d);
 	if (d->msix_nvec)
 		pci_msix_set_vectors(d, vecs);
+	/* INTx last, once MSI-X enable is restored: a device that saved "MSI-X on,
+	 * INTx level high" must not pulse the shared line (the IOAPIC would deliver). */
+	pci_intx_update(d);
 	pthread_mutex_unlock(&bus->lock);
 	free(vecs);
 	return 0;
@@ -570,6 +621,7 @@ static void bus_destroy(void *opaque)
 		pci_device_remove(b->slot[i]);
 	io_unregister_pio(&b->vm->io, CONFIG_ADDRESS_PORT);
 	io_unregister_pio(&b->vm->io, CONFIG_DATA_PORT);
+	io_unregister_mmio(&b->vm->io, PCI_ECAM_BASE);
 	if (b->vm->pci == b)
 		b->vm->pci = NULL;
 	pthread_mutex_destroy(&b->lock);
@@ -577,9 +629,74 @@ static void bus_destroy(void *opaque)
 	free(b);
 }
 
+/* The bus's own state: the 0xcf8 latch and the host bridge's function (the
+ * other functions are saved by their devices, through pci_device_save).
+ * Blob v1: "PCIB", version (1 byte), latch (le32), host bridge blob length
+ * (le32), the host bridge's pci_device_save blob.
+ * Also accepted: the 8-byte layout snapshots used before the bus had save/load
+ * (latch le32, host bridge COMMAND le32). */
+#define BUS_STATE_HDR 13
+#define BUS_STATE_LEGACY_LEN 8
+
+static int bus_save(void *opaque, void **buf, size_t *len)
+{
+	struct pci_bus *b = opaque;
+	void *host = NULL;
+	size_t host_len = 0;
+	int r = pci_device_save(b->slot[0], &host, &host_len);
+	if (r < 0)
+		return r;
+	uint8_t *out = malloc(BUS_STATE_HDR + host_len);
+	if (!out) {
+		free(host);
+		return err_set(ENOMEM, "pci: out of memory saving state");
+	}
+	memcpy(out, "PCIB", 4);
+	out[4] = 1;
+	pthread_mutex_lock(&b->lock);
+	put32(out + 5, b->config_address);
+	pthread_mutex_unlock(&b->lock);
+	put32(out + 9, (uint32_t)host_len);
+	memcpy(out + BUS_STATE_HDR, host, host_len);
+	free(host);
+	*buf = out;
+	*len = BUS_STATE_HDR + host_len;
+	return 0;
+}
+
+static int bus_load(void *opaque, const void *buf, size_t len)
+{
+	struct pci_bus *b = opaque;
+	const uint8_t *in = buf;
+	if (in && len == BUS_STATE_LEGACY_LEN) {
+		pci_config_write(b, 0, PCI_COMMAND, 2, get32(in + 4) & 0xffff);
+		pthread_mutex_lock(&b->lock);
+		b->config_address = get32(in) & 0x80fffffcu;
+		pthread_mutex_unlock(&b->lock);
+		return 0;
+	}
+	if (!in || len < BUS_STATE_HDR || memcmp(in, "PCIB", 4) != 0)
+		return err_set(EINVAL, "pci bus state: bad header (%zu bytes)", len);
+	if (in[4] != 1)
+		return err_set(EINVAL, "pci bus state: unsupported version %u", in[4]);
+	uint32_t host_len = get32(in + 9);
+	if (host_len != len - BUS_STATE_HDR)
+		return err_set(EINVAL, "pci bus state: host bridge state of %u bytes in %zu", host_len,
+			       len - BUS_STATE_HDR);
+	int r = pci_device_load(b->slot[0], in + BUS_STATE_HDR, host_len);
+	if (r < 0)
+		return err_prefix(r, "pci bus state");
+	pthread_mutex_lock(&b->lock);
+	b->config_address = get32(in + 5) & 0x80fffffcu;
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
 static const struct device_ops pci_bus_device_ops = {
 	.name = "pci",
 	.reset = bus_reset,
+	.save = bus_save,
+	.load = bus_load,
 	.destroy = bus_destroy,
 };
 
@@ -595,12 +712,15 @@ int pci_bus_create(struct vm *vm)
 	pthread_mutex_init(&b->intx_lock, NULL);
 	b->mmio32_next = PCI_MMIO32_BASE;
 	b->io_next = PCI_IO_BASE;
-	uint64_t top = vm->mem.nregions ? mem_top(&vm->mem) : 0;
-	b->mmio64_next = align_up(top > MEM_HOLE_END ? top : MEM_HOLE_END, PCI_MMIO64_ALIGN);
+	b->mmio64_next = pci_mmio64_base(vm->mem.nregions ? mem_top(&vm->mem) : 0);
 	b->mmio64_end = b->mmio64_next + PCI_MMIO64_SIZE;
 	int r = io_register_pio(&vm->io, CONFIG_ADDRESS_PORT, 4, config_address_port, b, "pci-config-address");
 	if (r == 0 && (r = io_register_pio(&vm->io, CONFIG_DATA_PORT, 4, config_data_port, b, "pci-config-data")) < 0)
 		io_unregister_pio(&vm->io, CONFIG_ADDRESS_PORT);
+	if (r == 0 && (r = io_register_mmio(&vm->io, PCI_ECAM_BASE, PCI_ECAM_SIZE, ecam_handler, b, "pci-ecam")) < 0) {
+		io_unregister_pio(&vm->io, CONFIG_ADDRESS_PORT);
+		io_unregister_pio(&vm->io, CONFIG_DATA_PORT);
+	}
 	if (r < 0) {
 		bus_destroy(b);
 		return err_prefix(r, "pci");

@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
-#include <vmsvc/pci.h>
 #include <vmsvc/vm.h>
 #include <vmsvc/vmstate.h>
 
@@ -295,30 +294,6 @@ static char *cfg_build(const struct vm *vm, size_t *len)
 	return buf;
 }
 
-/* ---- the PCI bus: its device_ops have no save/load (yet); its only state is the
- * 0xcf8 address latch and the host bridge's COMMAND register, both reachable
- * through the public bus interfaces. Used only when the bus has no ops of its own. */
-#define PCIBUS_STATE_LEN 8
-static int pcibus_save(struct vm *vm, uint8_t *out)
-{
-	uint32_t latch = 0;
-	if (!io_pio(&vm->io, 0xcf8, &latch, 4, false))
-		return err_set(ENODEV, "pci: no config address port");
-	put32(out, latch);
-	put32(out + 4, pci_config_read(vm->pci, 0, PCI_COMMAND, 2));
-	return 0;
-}
-static void pcibus_load(struct vm *vm, const uint8_t *in)
-{
-	pci_config_write(vm->pci, 0, PCI_COMMAND, 2, get32(in + 4) & 0xffff);
-	uint32_t latch = get32(in);
-	io_pio(&vm->io, 0xcf8, &latch, 4, true);
-}
-static bool is_pci_bus_adapter(const struct device *d)
-{
-	return !d->ops->save && strcmp(d->ops->name, "pci") == 0;
-}
-
 /* ---- writing files ---- */
 static int write_all(int fd, const void *buf, size_t len, off_t off, const char *path)
 {
@@ -432,7 +407,6 @@ struct captured {
 	struct snap_section sec[VM_MAX_CPUS + VM_MAX_DEVICES + 2];
 	void *owned[VM_MAX_CPUS + VM_MAX_DEVICES + 2];
 	unsigned n;
-	uint8_t pcibus[PCIBUS_STATE_LEN];
 };
 
 static void captured_free(struct captured *c)
@@ -471,12 +445,6 @@ static int capture(struct vm *vm, struct captured *c)
 	add_sec(c, SNAP_SEC_VM, 0, "kvm", b, len, true);
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		struct device *d = &vm->devices[i];
-		if (is_pci_bus_adapter(d)) {
-			if ((r = pcibus_save(vm, c->pcibus)) < 0)
-				return err_prefix(r, "snapshot");
-			add_sec(c, SNAP_SEC_DEVICE, i, d->ops->name, c->pcibus, PCIBUS_STATE_LEN, false);
-			continue;
-		}
 		b = NULL;
 		len = 0;
 		if ((r = d->ops->save(d->dev, &b, &len)) < 0)
@@ -490,7 +458,7 @@ static int check_savable(const struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		const struct device *d = &vm->devices[i];
-		if (!d->ops->save && !is_pci_bus_adapter(d))
+		if (!d->ops->save)
 			return err_set(ENOTSUP, "snapshot: device %s (#%u) has no save operation", d->ops->name, i);
 	}
 	return 0;
@@ -866,11 +834,8 @@ int snapshot_restore_state(struct vm *vm)
 		if (strncmp(x->name, d->ops->name, SNAP_NAME_LEN) != 0)
 			return err_set(EINVAL, "%s: offset %llu: device %u is %s in the snapshot, %s in this VM", f,
 				       (unsigned long long)x->offset, x->id, x->name, d->ops->name);
-		if (!d->ops->load && !is_pci_bus_adapter(d))
+		if (!d->ops->load)
 			return err_set(ENOTSUP, "restore: device %s has no load operation", d->ops->name);
-		if (is_pci_bus_adapter(d) && x->len != PCIBUS_STATE_LEN)
-			return err_set(EINVAL, "%s: offset %llu: pci bus state of %llu bytes", f,
-				       (unsigned long long)x->offset, (unsigned long long)x->len);
 	}
 	int r;
 	/* vCPUs, then the VM-wide chips and clock, then devices (which may drive
@@ -887,10 +852,6 @@ int snapshot_restore_state(struct vm *vm)
 		if (x->type != SNAP_SEC_DEVICE)
 			continue;
 		struct device *d = &vm->devices[x->id];
-		if (is_pci_bus_adapter(d)) {
-			pcibus_load(vm, x->data);
-			continue;
-		}
 		if ((r = d->ops->load(d->dev, x->data, x->len)) < 0)
 			return err_prefix(r, "restoring device %s", d->ops->name);
 	}

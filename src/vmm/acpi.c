@@ -1,12 +1,14 @@
-/* ACPI tables for the guest: RSDP, RSDT/XSDT, FADT (+FACS, DSDT with \_S5) and
- * MADT, built in a host buffer and copied to BOOT_ACPI_ADDR (the reserved area
- * below 1 MiB, where Linux also scans for the RSDP). The MP table (mptable.c)
+/* ACPI tables for the guest: RSDP, RSDT/XSDT, FADT (+FACS, DSDT with \_S5 and
+ * the PCI host bridge), MADT and MCFG (the PCI ECAM window), built in a host
+ * buffer and copied to BOOT_ACPI_ADDR (the reserved area below 1 MiB, where
+ * Linux also scans for the RSDP). The MP table (mptable.c)
  * goes after them, at 0xf0000. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <vmsvc/boot.h>
 #include <vmsvc/err.h>
+#include <vmsvc/pci.h>
 #include <vmsvc/platform.h>
 
 #define ACPI_AREA_END MPTABLE_ADDR  /* ACPI tables must end before the MP table */
@@ -60,77 +62,31 @@ static void gas_io(uint8_t *p, size_t off, uint8_t bit_width, uint8_t access_siz
 	put64(p, off + 4, port);
 }
 
-/* The DSDT body: \_S5 (SLP_TYP 5 written to PM1a_CNT with SLP_EN is what the PM
- * device treats as poweroff) and the PCI host bridge \_SB.PCI0. Linux on an ACPI
- * system only enumerates PCI root bridges the namespace declares (PNP0A03): with
- * ACPI, pci_acpi_init() succeeds, so the legacy conf1 scan of bus 0 never runs.
- * AML compiled with iasl (acpica-tools) from this source; regenerate the bytes if
- * it changes (docs/devices.md):
- *
- *   Name (_S5, Package (4) { 5, 5, 0, 0 })
- *   Scope (\_SB) {
- *     Device (PCI0) {
- *       Name (_HID, EisaId ("PNP0A03"))  Name (_UID, 0)  Name (_SEG, 0)  Name (_BBN, 0)
- *       Name (_CRS, ResourceTemplate () {
- *         WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0, 0, 1)
- *         IO (Decode16, 0x0CF8, 0x0CF8, 1, 8)
- *         WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x0000, 0x0CF7, 0, 0x0CF8)
- *         WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, 0, 0x0D00, 0xFFFF, 0, 0xF300)
- *         DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,
- *                      0, 0xC0000000, 0xFDFFFFFF, 0, 0x3E000000) })
- *       Name (_PRT, Package () {   // slots 1-31, INTA -> GSI 11 (PCI_INTX_GSI)
- *         Package () { 0x0001FFFF, 0, 0, 11 }, ... Package () { 0x001FFFFF, 0, 0, 11 } }) } }
- *
- * The 32-bit memory window is pci.h's PCI_MMIO32_BASE..PCI_MMIO32_END; the I/O
- * window covers PCI_IO_BASE..PCI_IO_END. (No 64-bit window: no BAR is placed above
- * 4 GiB today; add a QWordMemory when PCI_BAR_HIGH is used.) */
-static const uint8_t dsdt_aml[] = {
-	0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05,
-	0x00, 0x00, 0x10, 0x45, 0x20, 0x5f, 0x53, 0x42, 0x5f, 0x5b, 0x82, 0x4d,
-	0x1f, 0x50, 0x43, 0x49, 0x30, 0x08, 0x5f, 0x48, 0x49, 0x44, 0x0c, 0x41,
-	0xd0, 0x0a, 0x03, 0x08, 0x5f, 0x55, 0x49, 0x44, 0x00, 0x08, 0x5f, 0x53,
-	0x45, 0x47, 0x00, 0x08, 0x5f, 0x42, 0x42, 0x4e, 0x00, 0x08, 0x5f, 0x43,
-	0x52, 0x53, 0x11, 0x48, 0x05, 0x0a, 0x54, 0x88, 0x0d, 0x00, 0x02, 0x0c,
-	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x47,
-	0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08, 0x88, 0x0d, 0x00, 0x01, 0x0c,
-	0x03, 0x00, 0x00, 0x00, 0x00, 0xf7, 0x0c, 0x00, 0x00, 0xf8, 0x0c, 0x88,
-	0x0d, 0x00, 0x01, 0x0c, 0x03, 0x00, 0x00, 0x00, 0x0d, 0xff, 0xff, 0x00,
-	0x00, 0x00, 0xf3, 0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0x00, 0x00, 0x00,
-	0x00, 0x00, 0x00, 0x00, 0xc0, 0xff, 0xff, 0xff, 0xfd, 0x00, 0x00, 0x00,
-	0x00, 0x00, 0x00, 0x00, 0x3e, 0x79, 0x00, 0x08, 0x5f, 0x50, 0x52, 0x54,
-	0x12, 0x47, 0x17, 0x1f, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x01, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x02, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x03, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x04, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x05, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x06, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x07, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x08, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x09, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0a, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0b, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0c, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0d, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0e, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x0f, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x10, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x11, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x12, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x13, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x14, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x15, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x16, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x17, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x18, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x19, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1a, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1b, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1c, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1d, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1e, 0x00,
-	0x00, 0x00, 0x0a, 0x0b, 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x1f, 0x00,
-	0x00, 0x00, 0x0a, 0x0b,
-};
+/* The DSDT body (\_S5, the PCI host bridge \_SB.PCI0 with its _CRS windows and
+ * _PRT, the motherboard resource device reserving the ECAM window): AML compiled
+ * from src/vmm/dsdt.asl by scripts/gen-dsdt.sh. */
+#include "vmm/dsdt_aml.h"
+
+/* The placeholder minimum of the 64-bit window's QWordMemory descriptor in
+ * dsdt.asl; the descriptor's max and length follow it at +8 and +24. */
+#define DSDT_MMIO64_PLACEHOLDER 0x000000ABCD000000ULL
+#define QWORD_DESC_TAG 0x8a
+#define QWORD_MIN_OFFSET 14   /* from the descriptor tag to _MIN */
+
+/* Offset of the 64-bit window's _MIN in dsdt_aml, or -1 (a broken regeneration). */
+static long dsdt_mmio64_offset(void)
+{
+	uint8_t pat[8];
+	put64(pat, 0, DSDT_MMIO64_PLACEHOLDER);
+	const uint8_t *hit = memmem(dsdt_aml, sizeof(dsdt_aml), pat, sizeof(pat));
+	if (!hit || hit - dsdt_aml < QWORD_MIN_OFFSET || hit[-QWORD_MIN_OFFSET] != QWORD_DESC_TAG ||
+	    (size_t)(hit - dsdt_aml) + 32 > sizeof(dsdt_aml) ||
+	    memmem(hit + 1, sizeof(dsdt_aml) - (size_t)(hit - dsdt_aml) - 1, pat, sizeof(pat)))
+		return -1;
+	return hit - dsdt_aml;
+}
+
+#define MCFG_LEN (36 + 8 + 16)
 
 #define FADT_LEN 276
 #define FACS_LEN 64
@@ -138,16 +94,20 @@ static const uint8_t dsdt_aml[] = {
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) & ~(a - 1); }
 
 /* Build everything into img (covering [BOOT_ACPI_ADDR, ACPI_AREA_END)). */
-static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus)
+static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus, uint64_t ram_top)
 {
 	const uint64_t base = BOOT_ACPI_ADDR;
-	size_t madt_len = 44 + 8 * (size_t)ncpus + 12 + 2 * 10 + 6;
-	/* Layout: RSDP, RSDT, XSDT, FACS (64-byte aligned), FADT, DSDT, MADT. */
+	size_t madt_len = 44 + 8 * (size_t)ncpus + 12 + 3 * 10 + 6;
+	/* Layout: RSDP, RSDT, XSDT, FACS (64-byte aligned), FADT, DSDT, MADT, MCFG. */
 	size_t rsdp = 0, rsdt = 0x40, xsdt = 0x80, facs = 0xc0, fadt = 0x100;
 	size_t dsdt = align_up(fadt + FADT_LEN, 16);
 	size_t dsdt_len = 36 + sizeof(dsdt_aml);
 	size_t madt = align_up(dsdt + dsdt_len, 16);
-	if (madt + madt_len > img_len)
+	size_t mcfg = align_up(madt + madt_len, 16);
+	long mmio64 = dsdt_mmio64_offset();
+	if (mmio64 < 0)
+		return err_set(EFAULT, "internal error: no 64-bit window placeholder in the DSDT AML");
+	if (mcfg + MCFG_LEN > img_len)
 		return err_set(ENOSPC, "ACPI tables for %u vCPUs do not fit below 0x%x", ncpus,
 			       (unsigned)ACPI_AREA_END);
 
@@ -162,14 +122,16 @@ static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus)
 	put8(p, 8, checksum(p, 20));
 	put8(p, 32, checksum(p, 36));
 
-	/* RSDT and XSDT: FADT, MADT (the RSDT for OSes told to ignore the XSDT) */
-	sdt_header(img + rsdt, "RSDT", 36 + 2 * 4, 1);
+	/* RSDT and XSDT: FADT, MADT, MCFG (the RSDT for OSes told to ignore the XSDT) */
+	sdt_header(img + rsdt, "RSDT", 36 + 3 * 4, 1);
 	put32(img + rsdt, 36, (uint32_t)(base + fadt));
 	put32(img + rsdt, 40, (uint32_t)(base + madt));
+	put32(img + rsdt, 44, (uint32_t)(base + mcfg));
 	sdt_finish(img + rsdt);
-	sdt_header(img + xsdt, "XSDT", 36 + 2 * 8, 1);
+	sdt_header(img + xsdt, "XSDT", 36 + 3 * 8, 1);
 	put64(img + xsdt, 36, base + fadt);
 	put64(img + xsdt, 44, base + madt);
+	put64(img + xsdt, 52, base + mcfg);
 	sdt_finish(img + xsdt);
 
 	/* FACS: required when not hardware-reduced; no checksum, no waking vector. */
@@ -212,6 +174,11 @@ static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus)
 	p = img + dsdt;
 	sdt_header(p, "DSDT", (uint32_t)dsdt_len, 2); /* revision 2: 64-bit integers */
 	memcpy(p + 36, dsdt_aml, sizeof(dsdt_aml));
+	/* The 64-bit window follows RAM (pci.c allocates from the same place). */
+	uint64_t w64 = pci_mmio64_base(ram_top);
+	put64(p, 36 + (size_t)mmio64, w64);
+	put64(p, 36 + (size_t)mmio64 + 8, w64 + PCI_MMIO64_SIZE - 1);
+	put64(p, 36 + (size_t)mmio64 + 24, PCI_MMIO64_SIZE);
 	sdt_finish(p);
 
 	/* MADT */
@@ -234,12 +201,14 @@ static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus)
 	put32(p, off + 8, 0);     /* GSI base */
 	off += 12;
 	/* Interrupt Source Overrides: the PIT's IRQ0 arrives on pin 2; the SCI is
-	 * level-triggered, active high. */
-	static const struct { uint8_t irq; uint32_t gsi; uint16_t flags; } iso[2] = {
+	 * level-triggered, active high; IRQ 11 is PCI INTx (GSI 11, level, active
+	 * low, as the _PRT and the MP table say), not an edge-triggered ISA line. */
+	static const struct { uint8_t irq; uint32_t gsi; uint16_t flags; } iso[3] = {
 		{ 0, 2, 0 },
 		{ SCI_IRQ, SCI_IRQ, 0x000d },
+		{ PCI_INTX_GSI, PCI_INTX_GSI, 0x000f },
 	};
-	for (unsigned i = 0; i < 2; i++, off += 10) {
+	for (unsigned i = 0; i < 3; i++, off += 10) {
 		put8(p, off, 2);
 		put8(p, off + 1, 10);
 		put8(p, off + 2, 0); /* bus: ISA */
@@ -254,7 +223,18 @@ static int acpi_build(uint8_t *img, size_t img_len, unsigned ncpus)
 	put8(p, off + 5, 1);
 	off += 6;
 	sdt_finish(p);
-	return off == madt_len ? 0 : err_set(EFAULT, "internal error: MADT length mismatch");
+	if (off != madt_len)
+		return err_set(EFAULT, "internal error: MADT length mismatch");
+
+	/* MCFG: one ECAM region, segment 0, buses 0..PCI_ECAM_BUSES-1. */
+	p = img + mcfg;
+	sdt_header(p, "MCFG", MCFG_LEN, 1);
+	put64(p, 44, PCI_ECAM_BASE);
+	put16(p, 52, 0);                          /* PCI segment group */
+	put8(p, 54, 0);                           /* start bus */
+	put8(p, 55, PCI_ECAM_BUSES - 1);          /* end bus */
+	sdt_finish(p);
+	return 0;
 }
 
 int platform_write_tables(struct guest_mem *mem, unsigned ncpus, uint64_t *rsdp)
@@ -266,7 +246,7 @@ int platform_write_tables(struct guest_mem *mem, unsigned ncpus, uint64_t *rsdp)
 	uint8_t *img = calloc(1, len);
 	if (!img)
 		return err_set(ENOMEM, "ACPI tables: out of memory");
-	int r = acpi_build(img, len, ncpus);
+	int r = acpi_build(img, len, ncpus, mem_top(mem));
 	if (r == 0 && mem_write(mem, BOOT_ACPI_ADDR, img, len) < 0)
 		r = err_set(EFAULT, "guest RAM does not cover the BIOS area 0x%llx-0x%llx",
 			    (unsigned long long)BOOT_ACPI_ADDR, (unsigned long long)ACPI_AREA_END - 1);

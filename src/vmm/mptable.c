@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vmsvc/err.h>
+#include <vmsvc/pci.h>
 #include <vmsvc/platform.h>
 
 #define MP_AREA_END 0x100000ULL
@@ -15,6 +16,11 @@
 
 enum { MP_PROC = 0, MP_BUS = 1, MP_IOAPIC = 2, MP_IOINT = 3, MP_LINT = 4 };
 enum { MP_INT = 0, MP_NMI = 1, MP_EXTINT = 3 };
+/* Bus IDs: Linux matches a PCI interrupt entry's source bus against the PCI bus
+ * number, so PCI bus 0 must be MP bus 0; ISA comes after it (as with SeaBIOS). */
+enum { MP_BUS_PCI = 0, MP_BUS_ISA = 1 };
+#define MP_PCI_SLOTS (PCI_MAX_SLOTS - 1)   /* slots 1..31; 0 is the host bridge */
+#define MP_IRQ_LEVEL_LOW 0x000f            /* trigger level, polarity active low */
 
 static void put16(uint8_t *p, size_t off, uint16_t v) { memcpy(p + off, &v, 2); }
 static void put32(uint8_t *p, size_t off, uint32_t v) { memcpy(p + off, &v, 4); }
@@ -28,20 +34,23 @@ static uint8_t checksum(const uint8_t *p, size_t len)
 }
 
 /* ISA IRQs routed to IOAPIC pins: identity, except the PIT's IRQ0 on pin 2
- * (matching the ACPI override); IRQ2 (the PIC cascade) has no pin. */
+ * (matching the ACPI override); IRQ2 (the PIC cascade) has no pin, and pin 11
+ * belongs to PCI INTx (an ISA entry for it would make Linux program the pin
+ * edge-triggered: it takes the first entry naming a pin). */
 static int isa_irq_pin(unsigned irq)
 {
-	if (irq == 2)
+	if (irq == 2 || irq == PCI_INTX_GSI)
 		return -1;
 	return irq == 0 ? 2 : (int)irq;
 }
 
 static size_t mp_config_len(unsigned ncpus)
 {
-	size_t n = 44 + 20 * (size_t)ncpus + 8 + 8; /* header, CPUs, bus, IOAPIC */
+	size_t n = 44 + 20 * (size_t)ncpus + 2 * 8 + 8; /* header, CPUs, 2 buses, IOAPIC */
 	for (unsigned irq = 0; irq < 16; irq++)
 		if (isa_irq_pin(irq) >= 0)
 			n += 8;
+	n += 8 * MP_PCI_SLOTS;   /* INTA of every slot */
 	return n + 2 * 8; /* two local interrupt entries */
 }
 
@@ -87,7 +96,11 @@ int mptable_write(struct guest_mem *mem, unsigned ncpus)
 		put32(t, off + 8, 1u << 0 | 1u << 9);    /* feature flags: FPU, APIC */
 	}
 	t[off] = MP_BUS;
-	t[off + 1] = 0;
+	t[off + 1] = MP_BUS_PCI;
+	memcpy(t + off + 2, "PCI   ", 6);
+	off += 8, count++;
+	t[off] = MP_BUS;
+	t[off + 1] = MP_BUS_ISA;
 	memcpy(t + off + 2, "ISA   ", 6);
 	off += 8, count++;
 	uint8_t ioapic_id = (uint8_t)ncpus;
@@ -106,11 +119,23 @@ int mptable_write(struct guest_mem *mem, unsigned ncpus)
 		/* IRQ9 is the ACPI SCI: level, active high (as in the MADT); the rest
 		 * conform to the ISA bus (edge, active high). */
 		put16(t, off + 2, irq == 9 ? 0x000d : 0);
-		t[off + 4] = 0; /* source bus: ISA */
+		t[off + 4] = MP_BUS_ISA;
 		t[off + 5] = (uint8_t)irq;
 		t[off + 6] = ioapic_id;
 		t[off + 7] = (uint8_t)pin;
 		off += 8, count++;
+	}
+	/* PCI: INTA# of every slot to PCI_INTX_GSI, level, active low, like the
+	 * DSDT's _PRT (all slots, present or not, so the two never disagree).
+	 * Source IRQ: device number in bits 6:2, pin (0 = INTA#) in bits 1:0. */
+	for (unsigned slot = 1; slot <= MP_PCI_SLOTS; slot++, off += 8, count++) {
+		t[off] = MP_IOINT;
+		t[off + 1] = MP_INT;
+		put16(t, off + 2, MP_IRQ_LEVEL_LOW);
+		t[off + 4] = MP_BUS_PCI;
+		t[off + 5] = (uint8_t)(slot << 2 | 0);
+		t[off + 6] = ioapic_id;
+		t[off + 7] = PCI_INTX_GSI;
 	}
 	static const uint8_t lint[2][2] = { { MP_EXTINT, 0 }, { MP_NMI, 1 } };
 	for (unsigned i = 0; i < 2; i++, off += 8, count++) {

@@ -5,13 +5,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include <vmsvc/boot.h>
 #include <vmsvc/err.h>
 #include <vmsvc/mem.h>
+#include <vmsvc/pci.h>
 #include <vmsvc/platform.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define RAM (16u << 20)
 
@@ -82,6 +86,71 @@ static const uint8_t *find(struct fake *f, uint64_t rsdp_gpa, const char *sig)
 	return NULL;
 }
 
+/* The host bridge's memory windows in the DSDT: the 32-bit one ends where the
+ * ECAM window starts, the 64-bit prefetchable one follows RAM (patched in). */
+static void check_dsdt_windows(const uint8_t *dsdt, uint64_t ram_top)
+{
+	uint32_t dlen = rd32(dsdt + 4);
+	/* DWordMemory: tag 0x87, _MIN at +10, _MAX +14, _LEN +22 */
+	const uint8_t *d = NULL;
+	for (uint32_t i = 36; i + 26 <= dlen; i++)
+		if (dsdt[i] == 0x87 && rd16(dsdt + i + 1) == 0x17 && dsdt[i + 3] == 0 &&
+		    rd32(dsdt + i + 10) == PCI_MMIO32_BASE)
+			d = dsdt + i;
+	assert_non_null(d);
+	assert_int_equal(rd32(d + 14), PCI_MMIO32_END - 1);
+	assert_int_equal(rd32(d + 22), PCI_MMIO32_END - PCI_MMIO32_BASE);
+	/* QWordMemory: tag 0x8a, length 0x2b, type 0 (memory), flags: prefetchable */
+	const uint8_t *q = NULL;
+	for (uint32_t i = 36; i + 46 <= dlen; i++)
+		if (dsdt[i] == 0x8a && rd16(dsdt + i + 1) == 0x2b && dsdt[i + 3] == 0) {
+			assert_null(q);
+			q = dsdt + i;
+		}
+	assert_non_null(q);
+	assert_int_equal((q[5] >> 1) & 3, 3);   /* _MEM: prefetchable */
+	uint64_t base = rd64(q + 14), max = rd64(q + 22), len = rd64(q + 38);
+	assert_int_equal(base, pci_mmio64_base(ram_top));
+	assert_true(base >= 0x100000000ULL && base >= ram_top && base % (1u << 30) == 0);
+	assert_int_equal(len, PCI_MMIO64_SIZE);
+	assert_int_equal(max, base + len - 1);
+	/* The motherboard resource device reserving the ECAM window:
+	 * Memory32Fixed (tag 0x86), base, length. */
+	static const uint8_t pnp0c02[] = { 0x41, 0xd0, 0x0c, 0x02 };
+	assert_non_null(memmem(dsdt + 36, dlen - 36, pnp0c02, sizeof(pnp0c02)));
+	uint8_t m32[12] = { 0x86, 0x09, 0x00, 0x01 };
+	uint32_t eb = (uint32_t)PCI_ECAM_BASE, es = (uint32_t)PCI_ECAM_SIZE;
+	memcpy(m32 + 4, &eb, 4);
+	memcpy(m32 + 8, &es, 4);
+	assert_non_null(memmem(dsdt + 36, dlen - 36, m32, sizeof(m32)));
+}
+
+/* When iasl (acpica-tools) is installed: the table must disassemble cleanly and
+ * the listing mention `expect`. Skipped silently otherwise. */
+static void iasl_check(const uint8_t *table, const char *sig, const char *expect)
+{
+	if (system("command -v iasl >/dev/null 2>&1") != 0)
+		return;
+	char dir[] = "/tmp/vmsvc-test-acpi-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[128], cmd[512];
+	snprintf(path, sizeof(path), "%s/%s.dat", dir, sig);
+	FILE *fp = fopen(path, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(table, 1, rd32(table + 4), fp), rd32(table + 4));
+	assert_int_equal(fclose(fp), 0);
+	snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >log 2>&1 && grep -q '%s' %s.dsl && ! grep -qi 'error' log",
+		 dir, sig, expect, sig);
+	int st = system(cmd);
+	if (st != 0) {
+		snprintf(cmd, sizeof(cmd), "cat %s/log >&2", dir);
+		(void)!system(cmd);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)!system(cmd);
+	assert_int_equal(st, 0);
+}
+
 static void check_acpi(struct fake *f, unsigned ncpus)
 {
 	memset(f->ram, 0xa5, RAM); /* tables must not rely on zeroed memory */
@@ -145,6 +214,27 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	assert_non_null(memmem(dsdt + 36, dlen - 36, hid, sizeof(hid)));
 	assert_non_null(memmem(dsdt + 36, dlen - 36, "_CRS", 4));
 	assert_non_null(memmem(dsdt + 36, dlen - 36, "_PRT", 4));
+	check_dsdt_windows(dsdt, mem_top(&f->mem));
+	/* _PRT: Package () { 0x00ssFFFF, 0 (INTA), 0 (no link: a GSI), 11 } per slot,
+	 * the same routing the MP table gives below. */
+	for (unsigned slot = 1; slot < 32; slot++) {
+		const uint8_t prt[] = { 0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, (uint8_t)slot, 0x00,
+					0x00, 0x00, 0x0a, PCI_INTX_GSI };
+		assert_non_null(memmem(dsdt + 36, dlen - 36, prt, sizeof(prt)));
+	}
+
+	/* MCFG: one allocation, the ECAM window, segment 0, buses 0..N-1 */
+	const uint8_t *mcfg = find(f, rsdp, "MCFG");
+	assert_int_equal(rd32(mcfg + 4), 60);
+	assert_int_equal(mcfg[8], 1);
+	assert_int_equal(rd64(mcfg + 44), PCI_ECAM_BASE);
+	assert_int_equal(rd16(mcfg + 52), 0);
+	assert_int_equal(mcfg[54], 0);
+	assert_int_equal(mcfg[55], PCI_ECAM_BUSES - 1);
+	assert_int_equal(PCI_ECAM_BASE % (256u << 20), 0);
+	assert_true(PCI_ECAM_BASE >= PCI_MMIO32_END && PCI_ECAM_BASE + PCI_ECAM_SIZE <= 0xfec00000u);
+	iasl_check(dsdt, "DSDT", "PNP0A03");
+	iasl_check(mcfg, "MCFG", "F0000000");
 
 	/* MADT: one LAPIC per vCPU + IOAPIC + 2 overrides + LAPIC NMI */
 	const uint8_t *madt = find(f, rsdp, "APIC");
@@ -168,10 +258,13 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 			if (e[3] == 0) {
 				assert_int_equal(rd32(e + 4), 2);
 				assert_int_equal(rd16(e + 8), 0);
-			} else {
-				assert_int_equal(e[3], 9);
+			} else if (e[3] == 9) {
 				assert_int_equal(rd32(e + 4), 9);
 				assert_int_equal(rd16(e + 8), 0x000d);
+			} else {   /* PCI INTx: level, active low, like the _PRT */
+				assert_int_equal(e[3], PCI_INTX_GSI);
+				assert_int_equal(rd32(e + 4), PCI_INTX_GSI);
+				assert_int_equal(rd16(e + 8), 0x000f);
 			}
 		} else if (e[0] == 4) {
 			assert_int_equal(e[2], 0xff);
@@ -183,9 +276,9 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	}
 	assert_int_equal(count[0], ncpus);
 	assert_int_equal(count[1], 1);
-	assert_int_equal(count[2], 2);
+	assert_int_equal(count[2], 3);
 	assert_int_equal(count[4], 1);
-	assert_int_equal(total, ncpus + 4);
+	assert_int_equal(total, ncpus + 5);
 
 	/* MP table: floating pointer in 0xf0000-0xfffff on a 16-byte boundary */
 	const uint8_t *fp = NULL;
@@ -206,7 +299,8 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	assert_true(cfg + clen <= 0x100000);
 	assert_int_equal(sum(t, clen), 0);
 	assert_int_equal(rd32(t + 36), 0xfee00000);
-	unsigned nent = rd16(t + 34), procs = 0, ioints = 0, lints = 0, n = 0;
+	unsigned nent = rd16(t + 34), procs = 0, ioints = 0, pci_ioints = 0, lints = 0, buses = 0, n = 0;
+	uint32_t slots_seen = 0;
 	uint32_t off = 44;
 	for (; off < clen && n < nent; n++) {
 		const uint8_t *e = t + off;
@@ -217,8 +311,10 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 			procs++;
 			off += 20;
 			break;
-		case 1:
-			assert_memory_equal(e + 2, "ISA   ", 6);
+		case 1:   /* PCI bus 0 is MP bus 0 (Linux matches them), then ISA */
+			assert_int_equal(e[1], buses);
+			assert_memory_equal(e + 2, buses == 0 ? "PCI   " : "ISA   ", 6);
+			buses++;
 			off += 8;
 			break;
 		case 2:
@@ -227,12 +323,25 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 			off += 8;
 			break;
 		case 3:
-			if (e[5] == 0)
-				assert_int_equal(e[7], 2); /* IRQ0 -> pin 2 */
-			else
-				assert_int_equal(e[7], e[5]);
 			assert_int_equal(e[6], ncpus);
-			ioints++;
+			assert_int_equal(e[1], 0);   /* vectored interrupt */
+			if (e[4] == 0) {             /* PCI: slot << 2 | INTA -> GSI 11, level low */
+				unsigned slot = e[5] >> 2;
+				assert_int_equal(e[5] & 3, 0);
+				assert_true(slot >= 1 && slot < 32 && !(slots_seen & (1u << slot)));
+				slots_seen |= 1u << slot;
+				assert_int_equal(e[7], PCI_INTX_GSI);
+				assert_int_equal(rd16(e + 2), 0x000f);
+				pci_ioints++;
+			} else {
+				assert_int_equal(e[4], 1);
+				assert_int_not_equal(e[5], PCI_INTX_GSI);   /* pin 11 is PCI's */
+				if (e[5] == 0)
+					assert_int_equal(e[7], 2); /* IRQ0 -> pin 2 */
+				else
+					assert_int_equal(e[7], e[5]);
+				ioints++;
+			}
 			off += 8;
 			break;
 		case 4:
@@ -248,7 +357,9 @@ static void check_acpi(struct fake *f, unsigned ncpus)
 	assert_int_equal(off, clen);
 	assert_int_equal(n, nent);
 	assert_int_equal(procs, ncpus);
-	assert_int_equal(ioints, 15);
+	assert_int_equal(buses, 2);
+	assert_int_equal(ioints, 14);
+	assert_int_equal(pci_ioints, 31);
 	assert_int_equal(lints, 2);
 }
 
@@ -256,6 +367,22 @@ static void test_tables_1(void **state) { check_acpi(*state, 1); }
 static void test_tables_4(void **state) { check_acpi(*state, 4); }
 static void test_tables_64(void **state) { check_acpi(*state, 64); }
 static void test_tables_254(void **state) { check_acpi(*state, 254); }
+
+/* RAM above 4 GiB: the 64-bit window moves above it (hva of the high region is
+ * never touched: tables live below 1 MiB). */
+static void test_window64_follows_ram(void **state)
+{
+	struct fake *f = *state;
+	f->mem.nregions = 2;
+	f->mem.region[1] = (struct mem_region){ .gpa = 0x100000000ULL, .size = (5ULL << 30) + 4096, .hva = NULL };
+	uint64_t rsdp = 0;
+	assert_int_equal(platform_write_tables(&f->mem, 2, &rsdp), 0);
+	const uint8_t *fadt = find(f, rsdp, "FACP");
+	const uint8_t *dsdt = table(f, rd64(fadt + 140), "DSDT");
+	check_dsdt_windows(dsdt, mem_top(&f->mem));
+	assert_int_equal(pci_mmio64_base(mem_top(&f->mem)), 10ULL << 30);
+	f->mem.nregions = 1;
+}
 
 static void test_bad_args(void **state)
 {
@@ -279,6 +406,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tables_4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tables_64, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tables_254, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_window64_follows_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include "test_boot_fixtures.h"
+#include <vmsvc/pci.h>
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)
@@ -29,15 +30,17 @@ static void check_e820(uint64_t ram, int want_n, const struct boot_e820_entry *w
 static void test_e820_128m(void **state)
 {
 	const struct boot_e820_entry want[] = {
-		{ 0, 0x9fc00, 1 }, { 0x9fc00, 0x100000 - 0x9fc00, 2 }, { 0x100000, 128 * MiB - 0x100000, 1 } };
-	check_e820(128 * MiB, 3, want);
+		{ 0, 0x9fc00, 1 }, { 0x9fc00, 0x100000 - 0x9fc00, 2 }, { 0x100000, 128 * MiB - 0x100000, 1 },
+		{ PCI_ECAM_BASE, PCI_ECAM_SIZE, 2 } };   /* ECAM: reserved, for Linux to trust the MCFG */
+	check_e820(128 * MiB, 4, want);
 }
 
 static void test_e820_3g_exact(void **state)
 {
 	const struct boot_e820_entry want[] = {
-		{ 0, 0x9fc00, 1 }, { 0x9fc00, 0x100000 - 0x9fc00, 2 }, { 0x100000, 0xc0000000 - 0x100000, 1 } };
-	check_e820(3 * GiB, 3, want);
+		{ 0, 0x9fc00, 1 }, { 0x9fc00, 0x100000 - 0x9fc00, 2 }, { 0x100000, 0xc0000000 - 0x100000, 1 },
+		{ PCI_ECAM_BASE, PCI_ECAM_SIZE, 2 } };
+	check_e820(3 * GiB, 4, want);
 }
 
 static void test_e820_5g_high(void **state)
@@ -45,16 +48,17 @@ static void test_e820_5g_high(void **state)
 	const struct boot_e820_entry want[] = { { 0, 0x9fc00, 1 },
 						{ 0x9fc00, 0x100000 - 0x9fc00, 2 },
 						{ 0x100000, 0xc0000000 - 0x100000, 1 },
+						{ PCI_ECAM_BASE, PCI_ECAM_SIZE, 2 },
 						{ 4 * GiB, 2 * GiB, 1 } };
-	check_e820(5 * GiB, 4, want);
+	check_e820(5 * GiB, 5, want);
 }
 
 static void test_e820_too_small_table(void **state)
 {
 	struct guest_mem m = { .fd = -1 };
 	mem_layout(&m, 5 * GiB);
-	struct boot_e820_entry e[3];
-	assert_int_equal(boot_e820(&m, e, 3), -ENOSPC);
+	struct boot_e820_entry e[4];
+	assert_int_equal(boot_e820(&m, e, 4), -ENOSPC);
 	assert_true(err_msg()[0] != 0);
 }
 
@@ -123,7 +127,7 @@ static void test_elf_vmlinux(void **state)
 	assert_int_equal(get_le32(zp + 0x228), BOOT_CMDLINE_ADDR);
 	assert_string_equal((char *)gp(m, BOOT_CMDLINE_ADDR, 32), "console=ttyS0 quiet");
 	assert_int_equal(get_le64(zp + 0x70), 0xe0000);
-	assert_int_equal(zp[0x1e8], 3);
+	assert_int_equal(zp[0x1e8], 4);   /* low RAM, BIOS area, RAM, PCI ECAM */
 	assert_int_equal(get_le64(zp + 0x2d0), 0);
 	assert_int_equal(get_le64(zp + 0x2d8), 0x9fc00);
 	assert_int_equal(get_le32(zp + 0x2e0), 1);
@@ -171,7 +175,7 @@ static void test_elf_initrd_limit_3g(void **state)
 	uint8_t *zp = gp(m, BOOT_ZERO_PAGE_ADDR, 4096);
 	uint32_t a = get_le32(zp + 0x218);
 	assert_int_equal(a, 0x38000000 - 0x2000);
-	assert_int_equal(zp[0x1e8], 3);
+	assert_int_equal(zp[0x1e8], 4);   /* low RAM, BIOS area, RAM, PCI ECAM */
 	guest_free(m);
 }
 
@@ -209,15 +213,17 @@ static void check_pvh(bool elf32)
 	assert_int_equal(mod.paddr & 0xfff, 0);
 	assert_true(mod.paddr + mod.size <= 0xc0000000ULL);
 	assert_int_equal(gp(m, mod.paddr, 1)[0], 9);
-	assert_int_equal(si.memmap_entries, 4);
-	struct hvm_memmap_table_entry me[4];
+	assert_int_equal(si.memmap_entries, 5);
+	struct hvm_memmap_table_entry me[5];
 	memcpy(me, gp(m, si.memmap_paddr, sizeof(me)), sizeof(me));
 	assert_int_equal(me[0].addr, 0);
 	assert_int_equal(me[0].size, 0x9fc00);
 	assert_int_equal(me[1].type, 2);
-	assert_int_equal(me[3].addr, 4 * GiB);
-	assert_int_equal(me[3].size, 2 * GiB);
-	assert_int_equal(me[3].type, 1);
+	assert_int_equal(me[3].addr, PCI_ECAM_BASE);   /* reserved for the MCFG */
+	assert_int_equal(me[3].type, 2);
+	assert_int_equal(me[4].addr, 4 * GiB);
+	assert_int_equal(me[4].size, 2 * GiB);
+	assert_int_equal(me[4].type, 1);
 	assert_int_equal(gp(m, 0x100000, 1)[0], 1);
 	assert_int_equal(out.gdt_base, BOOT_GDT_ADDR);
 	assert_int_equal(get_le64(gp(m, 0x508, 8)), 0x00cf9b000000ffffULL);

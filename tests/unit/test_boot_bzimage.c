@@ -163,7 +163,7 @@ static void check_decompressed(enum boot_comp c)
 	assert_int_equal(zp[0x211], LOADFLAG_LOADED_HIGH);
 	assert_int_equal(get_le32(zp + 0x228), BOOT_CMDLINE_ADDR);
 	assert_string_equal((char *)gp(m, BOOT_CMDLINE_ADDR, 16), "root=/dev/vda");
-	assert_int_equal(zp[0x1e8], 3);
+	assert_int_equal(zp[0x1e8], 4);   /* e820: low RAM, BIOS area, RAM, PCI ECAM */
 	assert_int_equal(get_le64(zp + 0x70), 0); /* no RSDP given */
 	/* initrd honours the header's initrd_addr_max (48 MiB) */
 	uint32_t a = get_le32(zp + 0x218);

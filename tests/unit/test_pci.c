@@ -382,8 +382,13 @@ static void test_capabilities(void **state)
 	assert_int_equal(cfg_read(vm, 1, 0x4c, 1), 0x0f);
 	cfg_write(vm, 1, 0x44, 4, 0);                      /* read-only capability */
 	assert_int_equal(cfg_read(vm, 1, 0x44, 4), 0x05040302u);
-	/* Writes beyond the header/caps are dropped; reads past 256 fail cleanly. */
-	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 256, 4), 0xffffffffu);
+	/* Extended space (ECAM) of a present function reads as an empty list and
+	 * ignores writes; past 4 KiB and across dwords, accesses fail cleanly. */
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 256, 4), 0);
+	pci_config_write(vm->pci, 1 << 3, 256, 4, 0x12345678u);
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 0xffc, 4), 0);
+	assert_int_equal(pci_config_read(vm->pci, 7 << 3, 256, 4), 0xffffffffu);
+	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 4096, 4), 0xffffffffu);
 	assert_int_equal(pci_config_read(vm->pci, 1 << 3, 0xfe, 4), 0xffffffffu);
 }
 
@@ -396,6 +401,186 @@ static void test_slots_full(void **state)
 		assert_int_equal(pci_device_add(vm->pci, &info, NULL, NULL, &d), 0);
 	assert_int_equal(pci_device_add(vm->pci, &info, NULL, NULL, &d), -ENOSPC);
 	assert_int_equal(cfg_read(vm, 31, 0, 4), 0x00020001u);
+}
+
+/* ---- ECAM ---- */
+
+static uint64_t ecam_addr(unsigned bus, unsigned slot, unsigned fn, unsigned reg)
+{
+	return PCI_ECAM_BASE + ((uint64_t)bus << 20 | slot << 15 | fn << 12 | reg);
+}
+
+/* Every byte, word and dword of every slot's config space reads the same
+ * through ECAM as through 0xcf8/0xcfc. */
+static void test_ecam_matches_type1(void **state)
+{
+	struct vm *vm = ((struct fixture *)*state)->vm;
+	static struct tdev t;
+	make_tdev(vm, &t, true);
+	for (unsigned slot = 0; slot < 3; slot++)
+		for (unsigned off = 0; off < PCI_CFG_SIZE; off++) {
+			assert_int_equal(mmio_read(vm, ecam_addr(0, slot, 0, off), 1), cfg_read(vm, slot, off, 1));
+			if (off % 2 == 0)
+				assert_int_equal(mmio_read(vm, ecam_addr(0, slot, 0, off), 2), cfg_read(vm, slot, off, 2));
+			if (off % 4 == 0)
+				assert_int_equal(mmio_read(vm, ecam_addr(0, slot, 0, off), 4), cfg_read(vm, slot, off, 4));
+		}
+	assert_int_equal(mmio_read(vm, ecam_addr(0, 2, 0, 0), 4), 0xffffffffu);   /* empty slot */
+	/* Other functions, other buses inside the window: nothing there. */
+	assert_int_equal(mmio_read(vm, ecam_addr(0, 1, 3, 0), 4), 0xffffffffu);
+	assert_int_equal(mmio_read(vm, ecam_addr(1, 1, 0, 0), 4), 0xffffffffu);
+	assert_int_equal(mmio_read(vm, ecam_addr(PCI_ECAM_BUSES - 1, 0, 0, 0), 4), 0xffffffffu);
+	assert_false(mmio_write(vm, ecam_addr(PCI_ECAM_BUSES, 0, 0, 0), 4, 0));   /* past the window */
+	/* Extended space of a present function: an empty list (reads 0). */
+	assert_int_equal(mmio_read(vm, ecam_addr(0, 1, 0, 0x100), 4), 0);
+	assert_int_equal(mmio_read(vm, ecam_addr(0, 1, 0, 0xffc), 4), 0);
+	/* Writes through ECAM land where type-1 reads them (interrupt line). */
+	assert_true(mmio_write(vm, ecam_addr(0, 1, 0, PCI_INTERRUPT_LINE), 1, 0x42));
+	assert_int_equal(cfg_read(vm, 1, PCI_INTERRUPT_LINE, 1), 0x42);
+	/* An aligned 8-byte read is two dwords. */
+	assert_int_equal(mmio_read(vm, ecam_addr(0, 1, 0, 0), 8),
+			 (uint64_t)cfg_read(vm, 1, 4, 4) << 32 | cfg_read(vm, 1, 0, 4));
+}
+
+static void test_ecam_bar_sizing(void **state)
+{
+	struct vm *vm = ((struct fixture *)*state)->vm;
+	static struct tdev t;
+	make_tdev(vm, &t, false);
+	uint64_t bar4 = ecam_addr(0, 1, 0, 0x20);
+	uint32_t m32 = (uint32_t)mmio_read(vm, bar4, 4);
+	assert_int_equal(m32, cfg_read(vm, 1, 0x20, 4));
+	assert_true(mmio_write(vm, bar4, 4, 0xffffffffu));
+	assert_int_equal(mmio_read(vm, bar4, 4), 0xffffe000u);
+	assert_int_equal(cfg_read(vm, 1, 0x20, 4), 0xffffe000u);
+	assert_true(mmio_write(vm, bar4, 4, m32));
+	/* 64-bit BAR: both halves through one 8-byte write, then sized. */
+	uint64_t bar2 = ecam_addr(0, 1, 0, 0x18);
+	uint64_t m64 = mmio_read(vm, bar2, 8);
+	assert_true(mmio_write(vm, bar2, 8, ~0ULL));
+	assert_int_equal(mmio_read(vm, bar2, 8), 0xffffffffffffc00cULL);
+	assert_true(mmio_write(vm, bar2, 8, m64));
+	assert_int_equal(mmio_read(vm, bar2, 8), m64);
+	/* Moving the BAR through ECAM moves its decode. */
+	assert_true(mmio_write(vm, bar4, 4, 0xd0000000u));
+	t.accesses = 0;
+	assert_true(mmio_write(vm, 0xd0000010u, 4, 7));
+	assert_int_equal(t.accesses, 1);
+	assert_int_equal(t.last_bar, 4);
+}
+
+/* Straddling and odd-sized accesses: all-ones, writes dropped, no crash. */
+static void test_ecam_bad_accesses(void **state)
+{
+	struct vm *vm = ((struct fixture *)*state)->vm;
+	uint8_t buf[16];
+	uint64_t a = ecam_addr(0, 0, 0, 0);
+	uint32_t before = cfg_read(vm, 0, PCI_COMMAND, 4);
+	memset(buf, 0, sizeof(buf));
+	assert_true(io_mmio(&vm->io, a + 3, buf, 2, false));
+	assert_int_equal(buf[0] & buf[1], 0xff);
+	assert_true(io_mmio(&vm->io, a + 2, buf, 4, false));
+	assert_int_equal(buf[0] & buf[1] & buf[2] & buf[3], 0xff);
+	memset(buf, 0, sizeof(buf));
+	assert_true(io_mmio(&vm->io, a + 4, buf, 8, false));   /* 8 bytes, not 8-aligned */
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(buf[i], 0xff);
+	assert_true(io_mmio(&vm->io, a, buf, 3, false));
+	assert_true(io_mmio(&vm->io, a, buf, 16, false));
+	memset(buf, 0, sizeof(buf));
+	assert_true(io_mmio(&vm->io, a + 4 - 1, buf, 2, true));
+	assert_true(io_mmio(&vm->io, a + 4, buf, 3, true));
+	assert_true(io_mmio(&vm->io, a + 4, buf, 16, true));
+	assert_int_equal(cfg_read(vm, 0, PCI_COMMAND, 4), before);
+	/* The last bytes of the window. */
+	assert_true(io_mmio(&vm->io, PCI_ECAM_BASE + PCI_ECAM_SIZE - 4, buf, 4, false));
+	assert_false(io_mmio(&vm->io, PCI_ECAM_BASE + PCI_ECAM_SIZE - 2, buf, 4, false));
+}
+
+/* ---- 64-bit BAR placement ---- */
+
+static void test_bar64_placement(void **state)
+{
+	struct vm *vm = ((struct fixture *)*state)->vm;
+	static const struct pci_device_info info = { .name = "big", .vendor = 1, .device = 3 };
+	struct pci_device *d;
+	uint64_t high = pci_mmio64_base(RAM_SIZE);
+	assert_int_equal(high, 1ULL << 32);
+	/* Large prefetchable: above 4 GiB; small prefetchable and non-prefetchable: below. */
+	assert_int_equal(pci_device_add(vm->pci, &info, NULL, NULL, &d), 0);
+	assert_int_equal(pci_add_bar(d, 0, PCI_BAR_MEM64, 1ULL << 30, PCI_BAR_PREFETCH), 0);
+	assert_int_equal(pci_add_bar(d, 2, PCI_BAR_MEM64, 1 << 20, PCI_BAR_PREFETCH), 0);
+	assert_int_equal(pci_add_bar(d, 4, PCI_BAR_MEM64, 256u << 20, 0), 0);
+	assert_int_equal(pci_device_realize(d), 0);
+	uint64_t b0 = pci_bar_addr(d, 0), b2 = pci_bar_addr(d, 2), b4 = pci_bar_addr(d, 4);
+	assert_int_equal(b0, high);
+	assert_true(b2 >= PCI_MMIO32_BASE && b2 + (1 << 20) <= PCI_MMIO32_END);
+	assert_true(b4 >= PCI_MMIO32_BASE && b4 + (256u << 20) <= PCI_MMIO32_END && b4 % (256u << 20) == 0);
+	assert_int_equal(cfg_read(vm, 1, 0x14, 4), high >> 32);   /* upper half */
+	/* The high BAR decodes there. */
+	assert_true(mmio_write(vm, b0 + 0x1000, 4, 1));
+	/* Fill the 32-bit window: the next prefetchable 64-bit BAR goes high,
+	 * a 32-bit or non-prefetchable one gets -ENOSPC. */
+	struct pci_device *d2, *d4;
+	assert_int_equal(pci_device_add(vm->pci, &info, NULL, NULL, &d2), 0);
+	assert_int_equal(pci_add_bar(d2, 0, PCI_BAR_MEM32, 256u << 20, 0), 0);          /* the last 256 MiB */
+	assert_int_equal(pci_add_bar(d2, 2, PCI_BAR_MEM64, 64u << 20, PCI_BAR_PREFETCH), 0);   /* no room: high */
+	assert_int_equal(pci_device_realize(d2), 0);
+	assert_int_equal(pci_bar_addr(d2, 0), PCI_MMIO32_END - (256u << 20));
+	assert_int_equal(pci_bar_addr(d2, 2), high + (1ULL << 30));
+	assert_int_equal(pci_device_add(vm->pci, &info, NULL, NULL, &d4), 0);
+	assert_int_equal(pci_add_bar(d4, 0, PCI_BAR_MEM64, 4096, 0), 0);
+	assert_int_equal(pci_device_realize(d4), -ENOSPC);
+	/* PCI_BAR_HIGH: only prefetchable 64-bit BARs (the window is prefetchable). */
+	assert_int_equal(pci_add_bar(d4, 2, PCI_BAR_MEM64, 4096, PCI_BAR_HIGH), -EINVAL);
+	assert_int_equal(pci_add_bar(d4, 2, PCI_BAR_MEM32, 4096, PCI_BAR_HIGH | PCI_BAR_PREFETCH), -EINVAL);
+}
+
+/* ---- the bus's saved state ---- */
+
+static void test_bus_state(void **state)
+{
+	struct vm *vm = ((struct fixture *)*state)->vm;
+	struct device *bus = &vm->devices[0];
+	assert_string_equal(bus->ops->name, "pci");
+	assert_non_null(bus->ops->save);
+	assert_non_null(bus->ops->load);
+	cfg_write(vm, 0, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+	cfg_write(vm, 0, 0x0d, 1, 0x40);   /* latency timer */
+	outl(vm, 0xcf8, 0x80000808u);
+	void *blob;
+	size_t len;
+	assert_int_equal(bus->ops->save(bus->dev, &blob, &len), 0);
+	assert_memory_equal(blob, "PCIB", 4);
+	/* Wreck it, then load. */
+	cfg_write(vm, 0, PCI_COMMAND, 2, 0);
+	cfg_write(vm, 0, 0x0d, 1, 0);
+	outl(vm, 0xcf8, 0);
+	uint8_t *bad = malloc(len);
+	memcpy(bad, blob, len);
+	assert_true(bus->ops->load(bus->dev, bad, len - 1) < 0);
+	assert_true(bus->ops->load(bus->dev, bad, 5) < 0);
+	bad[4] = 2;
+	assert_true(bus->ops->load(bus->dev, bad, len) < 0);
+	memcpy(bad, blob, len);
+	bad[9] ^= 1;   /* host bridge length */
+	assert_true(bus->ops->load(bus->dev, bad, len) < 0);
+	memcpy(bad, blob, len);
+	bad[13] = 'X';   /* host bridge blob header */
+	assert_true(bus->ops->load(bus->dev, bad, len) < 0);
+	free(bad);
+	assert_int_equal(inl(vm, 0xcf8), 0);
+	assert_int_equal(bus->ops->load(bus->dev, blob, len), 0);
+	free(blob);
+	assert_int_equal(inl(vm, 0xcf8), 0x80000808u);
+	outl(vm, 0xcf8, 0x80000004u);
+	assert_int_equal(inw(vm, 0xcfc), PCI_COMMAND_MASTER);
+	assert_int_equal(cfg_read(vm, 0, 0x0d, 1), 0x40);
+	/* Snapshots from before the bus had save/load: latch + COMMAND. */
+	uint8_t legacy[8] = { 0x0c, 0x08, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00 };
+	assert_int_equal(bus->ops->load(bus->dev, legacy, sizeof(legacy)), 0);
+	assert_int_equal(inl(vm, 0xcf8), 0x8000080cu);
+	assert_int_equal(cfg_read(vm, 0, PCI_COMMAND, 2), 0);
 }
 
 /* ---- MSI-X ---- */
@@ -899,7 +1084,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_host_bridge), T(test_reset_port_shared_with_cf8), T(test_bars), T(test_bar_move_and_decode),
-		T(test_capabilities), T(test_slots_full), T(test_msix), T(test_intx), T(test_virtio_rng_msix),
+		T(test_capabilities), T(test_slots_full), T(test_ecam_matches_type1), T(test_ecam_bar_sizing),
+		T(test_ecam_bad_accesses), T(test_bar64_placement), T(test_bus_state), T(test_msix), T(test_intx), T(test_virtio_rng_msix),
 		T(test_virtio_rng_intx_and_bad_queue), T(test_virtio_state),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,5 @@
-/* Just enough ACPI to count CPUs and find the IRQ0 override: RSDP -> XSDT/RSDT
- * -> MADT. Every pointer and length comes from the VMM: stay inside the
+/* Just enough ACPI to count CPUs and find the IRQ0 override (RSDP -> XSDT/RSDT
+ * -> MADT) and to find other tables by signature (MCFG). Every pointer and length comes from the VMM: stay inside the
  * identity-mapped 4 GiB and inside each table's declared length. */
 #include "kit.h"
 
@@ -44,16 +44,22 @@ static const uint8_t *table_at(uint64_t addr)
 	return t;
 }
 
-int kit_acpi_madt(struct kit_madt *out)
+const uint8_t *kit_acpi_rsdp(void)
 {
-	memset(out, 0, sizeof(*out));
-	out->ioapic_addr = IOAPIC_BASE;
 	uint64_t rsdp_addr = find_rsdp();
 	if (!readable(rsdp_addr, 36))
-		return -1;
+		return NULL;
 	const uint8_t *rsdp = (const uint8_t *)(uintptr_t)rsdp_addr;
 	if (memcmp(rsdp, "RSD PTR ", 8) != 0 || !checksum_ok(rsdp, 20))
-		return -1;
+		return NULL;
+	return rsdp;
+}
+
+const uint8_t *kit_acpi_table(const char sig[4])
+{
+	const uint8_t *rsdp = kit_acpi_rsdp();
+	if (!rsdp)
+		return NULL;
 	const uint8_t *sdt = NULL;
 	unsigned entry_size = 4;
 	if (rsdp[15] >= 2 && rd64(rsdp + 24)) {
@@ -65,17 +71,22 @@ int kit_acpi_madt(struct kit_madt *out)
 		entry_size = 4;
 	}
 	if (!sdt)
-		return -1;
+		return NULL;
 	uint32_t sdt_len = rd32(sdt + 4);
-	const uint8_t *madt = NULL;
 	for (uint32_t off = 36; off + entry_size <= sdt_len; off += entry_size) {
 		uint64_t a = entry_size == 8 ? rd64(sdt + off) : rd32(sdt + off);
 		const uint8_t *t = table_at(a);
-		if (t && memcmp(t, "APIC", 4) == 0) {
-			madt = t;
-			break;
-		}
+		if (t && memcmp(t, sig, 4) == 0 && checksum_ok(t, rd32(t + 4)))
+			return t;
 	}
+	return NULL;
+}
+
+int kit_acpi_madt(struct kit_madt *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ioapic_addr = IOAPIC_BASE;
+	const uint8_t *madt = kit_acpi_table("APIC");
 	if (!madt)
 		return -1;
 	uint32_t len = rd32(madt + 4);

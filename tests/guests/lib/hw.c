@@ -60,6 +60,16 @@ void lapic_send_ipi(uint32_t dest, uint32_t icr_low)
 		cpu_relax();
 }
 
+void ioapic_route_level(unsigned pin, uint8_t vector, uint8_t dest_apic, bool active_low, bool masked)
+{
+	/* Fixed delivery, physical destination, level triggered (bit 15). */
+	uint32_t lo = vector | 1u << 15 | (active_low ? 1u << 13 : 0) | (masked ? LVT_MASKED : 0);
+	mmio_write32(IOAPIC_BASE, 0x11 + 2 * pin);
+	mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)dest_apic << 24);
+	mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
+	mmio_write32(IOAPIC_BASE + 0x10, lo);
+}
+
 void ioapic_route(unsigned pin, uint8_t vector, uint8_t dest_apic, bool masked)
 {
 	/* Fixed delivery, physical destination, edge triggered, active high. */

@@ -108,6 +108,11 @@ struct kit_madt {
 	uint64_t ioapic_addr;
 };
 int kit_acpi_madt(struct kit_madt *out); /* 0 on success, -1 no/invalid tables */
+/* The RSDP (signature and checksum checked), or NULL. */
+const uint8_t *kit_acpi_rsdp(void);
+/* The table with this signature listed in the XSDT (else the RSDT), its length
+ * sane and checksum right; NULL if none. */
+const uint8_t *kit_acpi_table(const char sig[4]);
 
 /* ---- LAPIC / IOAPIC / PIT ---- */
 #define LAPIC_BASE 0xfee00000u
@@ -121,6 +126,8 @@ void lapic_timer_stop(void);
 /* Raw ICR write: low word carries vector/mode/shorthand, dest is the APIC ID. */
 void lapic_send_ipi(uint32_t dest, uint32_t icr_low);
 void ioapic_route(unsigned pin, uint8_t vector, uint8_t dest_apic, bool masked);
+/* The same, level-triggered (PCI INTx), with the given polarity. */
+void ioapic_route_level(unsigned pin, uint8_t vector, uint8_t dest_apic, bool active_low, bool masked);
 void pit_periodic(unsigned hz);           /* channel 0, mode 2 */
 void pit_stop(void);
 
