@@ -15,6 +15,7 @@ int cmd_resume(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_events(int argc, char **argv);
+int cmd_regs(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_suspend(int argc, char **argv);
 /* `vmsvc resume FILE` (src/cli/resume.c), reached through cmd_resume. */

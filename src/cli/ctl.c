@@ -30,6 +30,7 @@ int cmd_resume(int argc, char **argv) { return no_json(); }
 int cmd_stats(int argc, char **argv) { return no_json(); }
 int cmd_stop(int argc, char **argv) { return no_json(); }
 int cmd_events(int argc, char **argv) { return no_json(); }
+int cmd_regs(int argc, char **argv) { return no_json(); }
 int cmd_snapshot(int argc, char **argv) { return no_json(); }
 int cmd_suspend(int argc, char **argv) { return no_json(); }
 #else
@@ -553,6 +554,79 @@ int cmd_stats(int argc, char **argv)
 					       (long long)int_of(c, "assists"));
 			}
 	}
+	json_object_put(res);
+	return 0;
+}
+
+static void print_regs(struct json_object *c)
+{
+	static const char *const rows[][4] = {
+		{ "rip", "rflags", "rsp", "rbp" }, { "rax", "rbx", "rcx", "rdx" }, { "rsi", "rdi", "r8", "r9" },
+		{ "r10", "r11", "r12", "r13" },    { "r14", "r15", "cr2", "cr8" }, { "cr0", "cr3", "cr4", "efer" },
+	};
+	printf("vcpu %lld: %s mode, CPL %lld\n", (long long)int_of(c, "index"), str_of(c, "mode"),
+	       (long long)int_of(c, "cpl"));
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		for (int j = 0; j < 4; j++)
+			printf("  %-6s %-18s", rows[i][j], str_of(c, rows[i][j]));
+		printf("\n");
+	}
+	static const char *const segs[] = { "cs", "ss", "ds", "es", "fs", "gs", "tr" };
+	for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++) {
+		struct json_object *sg;
+		if (!json_object_object_get_ex(c, segs[i], &sg))
+			continue;
+		printf("  %-6s sel 0x%04llx base %-18s limit %#llx dpl %lld%s\n", segs[i],
+		       (unsigned long long)int_of(sg, "selector"), str_of(sg, "base"),
+		       (unsigned long long)int_of(sg, "limit"), (long long)int_of(sg, "dpl"), int_of(sg, "l") ? " L" : "");
+	}
+}
+
+/* vmsvc regs NAME [--vcpu N] [--json] */
+int cmd_regs(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, 0, 'j' }, { "vcpu", required_argument, 0, 'c' },
+		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+	};
+	const char *usage = "usage: vmsvc regs NAME [--vcpu N] [--json]\n";
+	bool json = false;
+	long vcpu = -1;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "jc:h", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 'j': json = true; break;
+		case 'c':
+			vcpu = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end || vcpu < 0 || vcpu > 4096) {
+				fprintf(stderr, "vmsvc regs: --vcpu wants a vCPU index, not '%s'\n", optarg);
+				return 1;
+			}
+			break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 1;
+		}
+	}
+	if (optind + 1 != argc) {
+		fputs(usage, stderr);
+		return 1;
+	}
+	struct json_object *extra = NULL, *res = NULL;
+	if (vcpu >= 0) {
+		extra = json_object_new_object();
+		json_object_object_add(extra, "vcpu", json_object_new_int((int)vcpu));
+	}
+	int r = call_vm(argv[optind], "regs", extra, &res); /* takes extra */
+	if (r < 0)
+		return 1;
+	struct json_object *arr;
+	if (json)
+		print_json(res);
+	else if (json_object_object_get_ex(res, "vcpus", &arr) && json_object_is_type(arr, json_type_array))
+		for (size_t i = 0; i < json_object_array_length(arr); i++)
+			print_regs(json_object_array_get_idx(arr, i));
 	json_object_put(res);
 	return 0;
 }

@@ -29,6 +29,7 @@ static void usage(FILE *f)
 		"  stats     a running VM's exit counters: stats NAME [--json]\n"
 		"  stop      end a running VM (its vmsvc exits with status 0): stop NAME\n"
 		"  events    stream a running VM's events as JSON lines: events NAME\n"
+		"  regs      a running VM's vCPU registers (paused for the read): regs NAME [--vcpu N] [--json]\n"
 		"  snapshot  write a running VM's state to a directory: snapshot NAME DIR [--stop]\n"
 		"  suspend   save a running VM to an encrypted file and end it: suspend NAME FILE\n"
 		"            [--passphrase-file F | --key-file F]; continue it with: resume FILE\n"
@@ -59,6 +60,7 @@ static const struct {
 	{ "stats", cmd_stats },
 	{ "stop", cmd_stop },
 	{ "events", cmd_events },
+	{ "regs", cmd_regs },
 	{ "snapshot", cmd_snapshot },
 	{ "suspend", cmd_suspend },
 	{ "version", cmd_version },

@@ -194,6 +194,7 @@ void ctl_register_builtins(struct control *ctl)
 	control_register_command(ctl, "resume", cmd_resume, ctl);
 	control_register_command(ctl, "stats", cmd_stats, ctl);
 	control_register_command(ctl, "stop", cmd_stop, ctl);
+	ctl_register_regs(ctl);
 }
 
 /* ---- events ---- */

@@ -98,6 +98,7 @@ int ctl_handle_request(struct control *ctl, struct ctl_client *client, const cha
 /* Turn client into an event stream (control.c). */
 int ctl_subscribe(struct control *ctl, struct ctl_client *client, struct json_object *req, struct json_object **result);
 void ctl_register_builtins(struct control *ctl);
+void ctl_register_regs(struct control *ctl);   /* control_regs.c */
 uint64_t ctl_now_ns(int clock);
 
 #endif

@@ -98,6 +98,10 @@ total=$(json_field "$stats" exits_total)
 [ "${total:-0}" -gt 0 ] && grep -q '"exit.io":[1-9]' <<<"$stats" && grep -q '"vm.paused":1' <<<"$stats" &&
 	ok "stats: $total exits" || fail "stats: $stats"
 "$vmsvc" stats web | head -3
+regs=$("$vmsvc" regs web --vcpu 0 --json | tr -d ' \n')
+grep -q '"index":0' <<<"$regs" && grep -q '"rip":"0x[0-9a-f]*"' <<<"$regs" && grep -q '"mode":"long"' <<<"$regs" &&
+	ok "regs: vCPU 0 in long mode" || fail "regs: $regs"
+"$vmsvc" regs web --vcpu 99 2>/dev/null && fail "regs --vcpu 99 accepted" || ok "regs: bad vCPU index refused"
 
 # Exit events reach the bus only while a client streams them (docs/bus.md):
 # a stream asked for at run time gets them, and the VM goes on afterwards.
@@ -122,7 +126,8 @@ echo "events:"; cat "$work/events"
 for e in vm.paused vm.resumed guest.end vm.stopped; do
 	grep -q "\"event\":\"$e\"" "$work/events" || fail "event $e missing"
 done
-[ "$(grep -c '"event":"vm.paused"' "$work/events")" = 1 ] && ok "events stream" || fail "vm.paused count"
+# Two pauses: `vmsvc pause` and the one around `vmsvc regs` (both are real pauses).
+[ "$(grep -c '"event":"vm.paused"' "$work/events")" = 2 ] && ok "events stream" || fail "vm.paused count"
 grep -q '"event":"exit' "$work/events" && fail "exit events streamed without opt-in"
 
 # A VM killed with SIGKILL leaves a stale socket: ls says so, the name is reusable.
