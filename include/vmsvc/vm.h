@@ -80,9 +80,16 @@ struct device_ops {
 	 * until the state issue; a device without them makes snapshotting fail. */
 	int (*save)(void *dev, void **buf, size_t *len);
 	int (*load)(void *dev, const void *buf, size_t len);
-	/* Optional, called with the VM paused before save: finish or record every
-	 * request in flight and start no new one until the VM resumes. */
+	/* Optional, called with the VM paused before save: finish every request in
+	 * flight (completions and their interrupts land before any vCPU state is
+	 * captured) and touch guest memory no more until `resume`. load leaves the
+	 * device in the same held state: nothing reaches guest memory between a
+	 * restore and the VM's first run. */
 	int (*quiesce)(void *dev);
+	/* Optional: the VM runs again (vm_resume of the last pause, or vm_run
+	 * starting): end a quiesce/load hold and catch up on kicks that came while
+	 * held. Harmless when not held. */
+	void (*resume)(void *dev);
 	void (*destroy)(void *dev);
 };
 struct device {

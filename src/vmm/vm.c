@@ -240,6 +240,14 @@ int vm_pause(struct vm *vm)
 	return 0;
 }
 
+/* Devices held by quiesce (snapshot) or load (restore) carry on. */
+static void vm_resume_devices(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i].ops->resume)
+			vm->devices[i].ops->resume(vm->devices[i].dev);
+}
+
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
@@ -248,6 +256,7 @@ void vm_resume(struct vm *vm)
 		pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (last) {
+		vm_resume_devices(vm);
 		struct bus_event ev = { .type = BUS_EV_VM_RESUMED, .vcpu = -1 };
 		bus_publish(&vm->bus, &ev);
 	}
@@ -275,6 +284,9 @@ int vm_run(struct vm *vm)
 			break;
 		}
 	}
+	/* A restored VM's devices are held until now (after the vCPUs start, so
+	 * that this is not on the restore latency path; kicks wait meanwhile). */
+	vm_resume_devices(vm);
 	for (int i = 0; i < vm->ncpus; i++)
 		if (vm->cpu[i].thread_started) {
 			pthread_join(vm->cpu[i].thread, NULL);
