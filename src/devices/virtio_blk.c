@@ -201,6 +201,7 @@ static void hold_and_complete(void *opaque)
 	d->held = true;
 	if (d->inflight)
 		log_info("%s: snapshot: completing %u request(s) in flight", d->name, d->inflight);
+	d->snapshot_completed += d->inflight;
 	vblk_drain(d, false);
 }
 

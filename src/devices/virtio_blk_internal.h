@@ -129,6 +129,7 @@ struct virtio_blk {
 	uint64_t malformed;            /* malformed requests (first logged) */
 	uint64_t io_errors;            /* backend errors (first few logged) */
 	uint64_t requests;             /* completed requests (statistics) */
+	uint64_t snapshot_completed;   /* requests a snapshot's quiesce found in flight */
 };
 
 /* Parse "PATH[,ro][,overlay=FILE][,ephemeral][,serial=ID][,cache=none|writeback]"

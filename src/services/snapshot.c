@@ -239,10 +239,10 @@ static int cfg_parse(const struct snap_section *s, const char *fname, struct sna
 			free(*str);
 			*str = val;
 		} else {
-			bool ok = true;
 			char *end;
 			unsigned long v = strtoul(val, &end, 10);
-			ok = *val && !*end && v <= 1000;
+			/* Numbers only for the numeric keys: disk= and net= hold specs. */
+			bool ok = (KEY("disk") || KEY("net")) || (*val && !*end && v <= 1000);
 			if (KEY("rng"))
 				c->rng = v != 0;
 			else if (KEY("hugepages"))
