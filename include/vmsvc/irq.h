@@ -29,8 +29,12 @@ struct irqchip {
 	void *priv;
 };
 
-/* Create KVM's in-kernel irqchip and PIT2 on vm_fd (before vCPUs exist). */
+/* Create KVM's in-kernel irqchip on vm_fd (before vCPUs exist); then, before
+ * the VM runs, irqchip_kvm_finish: the ISA routes and PIT2. The second part may
+ * run on another thread while vCPUs and devices are set up (restore does, to
+ * hide KVM's PIT creation). */
 int irqchip_kvm_create(struct irqchip *c, int vm_fd);
+int irqchip_kvm_finish(struct irqchip *c);
 
 static inline int irq_set_level(struct irqchip *c, unsigned gsi, bool level)
 {

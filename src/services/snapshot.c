@@ -860,6 +860,8 @@ int snapshot_restore_state(struct vm *vm)
 		if (s->sec[i].type == SNAP_SEC_VCPU &&
 		    (r = vmstate_vcpu_load(&vm->cpu[s->sec[i].id], s->sec[i].data, s->sec[i].len)) < 0)
 			return err_prefix(r, "restoring vCPU %u", s->sec[i].id);
+	if ((r = vm_irqchip_ready(vm)) < 0)
+		return r;
 	for (unsigned i = 0; i < s->nsec; i++)
 		if (s->sec[i].type == SNAP_SEC_VM && (r = vmstate_vm_load(vm, s->sec[i].data, s->sec[i].len)) < 0)
 			return err_prefix(r, "restoring VM state");
