@@ -378,7 +378,10 @@ void vm_resume(struct vm *vm)
 		pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (last) {
-		vm_resume_devices(vm);
+		/* Not for a VM that ends (snapshot --stop, suspend): nothing may reach
+		 * its disks or guest memory after its final state was captured. */
+		if (!__atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE))
+			vm_resume_devices(vm);
 		struct bus_event ev = { .type = BUS_EV_VM_RESUMED, .vcpu = -1 };
 		bus_publish(&vm->bus, &ev);
 	}
