@@ -227,7 +227,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	 * before anything is built on the VM (only the empty KVM VM is created
 	 * meanwhile, on this thread). */
 	struct restore_open_job job = { .vm = vm, .cfg = cfg };
-	bool job_running = restoring && pthread_create(&job.t, NULL, restore_open_thread, &job) == 0;
+	bool threads = !getenv("VMSVC_RESTORE_SEQUENTIAL");
+	bool job_running = restoring && threads && pthread_create(&job.t, NULL, restore_open_thread, &job) == 0;
 	if (restoring && !job_running)
 		restore_open_thread(&job);
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
@@ -278,7 +279,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		if ((r = vm_create_vcpus(vm, NULL)) < 0)
 			goto fail;
 		step_done(&st, "vcpus");
-		vm->irq_thread_running = pthread_create(&vm->irq_thread, NULL, irqchip_finish_thread, vm) == 0;
+		vm->irq_thread_running = threads && pthread_create(&vm->irq_thread, NULL, irqchip_finish_thread, vm) == 0;
 		if (!vm->irq_thread_running && (r = irqchip_kvm_finish(&vm->irq)) < 0)
 			goto fail;
 		if ((r = vm_setup_devices(vm)) < 0)
