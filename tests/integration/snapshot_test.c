@@ -143,7 +143,7 @@ static int io_vm(const char *kernel, int ncpus, const char *disk, const char *re
 				 .ncpus = ncpus, .serial_out_fd = out, .serial_in_fd = -1, .ndisks = 1,
 				 .restore_dir = restore_dir };
 	static bool direct = true;   /* cache=none until the file system refuses it */
-	char spec[4200];
+	static char spec[4200];   /* the VM keeps pointing at it (one VM at a time here) */
 	snprintf(spec, sizeof(spec), "%s%s", disk, direct ? ",cache=none" : "");
 	cfg.disks[0] = spec;
 	uint64_t t0 = mono_ns();
