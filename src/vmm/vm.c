@@ -363,9 +363,14 @@ int vm_pause(struct vm *vm)
 	return 0;
 }
 
-/* Devices held by quiesce (snapshot) or load (restore) carry on. */
-static void vm_resume_devices(struct vm *vm)
+/* Devices held by quiesce (snapshot) or load (restore) carry on. Called with
+ * pause_lock held and only when no pause is in effect, so a snapshot that pauses
+ * and quiesces concurrently cannot be undone by a late release. (Device I/O
+ * threads never take pause_lock, so waiting for them here cannot deadlock.) */
+static void vm_resume_devices_locked(struct vm *vm)
 {
+	if (vm->pause_depth != 0 || __atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE))
+		return;
 	for (unsigned i = 0; i < vm->ndevices; i++)
 		if (vm->devices[i].ops->resume)
 			vm->devices[i].ops->resume(vm->devices[i].dev);
@@ -375,14 +380,15 @@ void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
 	bool last = vm->pause_depth > 0 && --vm->pause_depth == 0;
-	if (last)
+	if (last) {
+		/* Devices first, then the vCPUs. Not for a VM that ends (snapshot
+		 * --stop, suspend): nothing may reach its disks or guest memory after
+		 * its final state was captured. */
+		vm_resume_devices_locked(vm);
 		pthread_cond_broadcast(&vm->pause_cond);
+	}
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (last) {
-		/* Not for a VM that ends (snapshot --stop, suspend): nothing may reach
-		 * its disks or guest memory after its final state was captured. */
-		if (!__atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE))
-			vm_resume_devices(vm);
 		struct bus_event ev = { .type = BUS_EV_VM_RESUMED, .vcpu = -1 };
 		bus_publish(&vm->bus, &ev);
 	}
@@ -411,8 +417,11 @@ int vm_run(struct vm *vm)
 		}
 	}
 	/* A restored VM's devices are held until now (after the vCPUs start, so
-	 * that this is not on the restore latency path; kicks wait meanwhile). */
-	vm_resume_devices(vm);
+	 * that this is not on the restore latency path; kicks wait meanwhile). If
+	 * a pause is in effect, its vm_resume does it. */
+	pthread_mutex_lock(&vm->pause_lock);
+	vm_resume_devices_locked(vm);
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (int i = 0; i < vm->ncpus; i++)
 		if (vm->cpu[i].thread_started) {
 			pthread_join(vm->cpu[i].thread, NULL);

@@ -12,9 +12,9 @@
  * the run), check the statuses and the data read. The last line sums up the
  * run and must be the same for an uninterrupted and a restored run.
  * Command line: rounds=N (default 24), ticks=N (default 8), cpus=N. With
- * cpus > 1 every AP runs a long CPL0 loop (an LCG writing to memory) while the
- * BSP does the rounds, so snapshots catch APs mid-computation; the BSP checks
- * each AP's final value at the end. */
+ * cpus > 1 every AP runs its own LAPIC timer and steps an LCG (written to
+ * memory) once per tick for AP_TICKS ticks while the BSP does the rounds, so
+ * snapshots catch APs mid-work; the BSP checks each AP's final value at the end. */
 #include "lib/virtio.h"
 
 #define VEC_TIMER 0x40
@@ -65,9 +65,14 @@ static long fail_note(const char *what, uint64_t a, uint64_t b)
 	return -1;
 }
 
-#define AP_ITERS 150000ul   /* CPL0 is emulated here: ~1 s of AP work */
+/* APs: each runs its own 1 ms LAPIC timer and does one LCG step (written to
+ * memory) per tick until AP_TICKS steps, sleeping in hlt in between: busy
+ * vCPUs with live timers at the snapshots, little host CPU. */
+#define VEC_AP_TIMER 0x41
+#define AP_TICKS 400ul
 static volatile uint64_t ap_result[KIT_MAX_CPUS];
 static volatile uint64_t ap_scratch[KIT_MAX_CPUS][8];
+static volatile uint64_t ap_ticks[256];   /* by APIC ID */
 static volatile uint32_t ap_done;
 
 static inline uint64_t ap_step(uint64_t x)
@@ -75,15 +80,31 @@ static inline uint64_t ap_step(uint64_t x)
 	return x * 6364136223846793005ULL + 1442695040888963407ULL;
 }
 
+static void on_ap_timer(struct kit_frame *f)
+{
+	(void)f;
+	ap_ticks[lapic_id() & 0xff]++;
+	lapic_eoi();
+}
+
 void kit_ap_work(uint32_t slot)
 {
 	if (slot >= KIT_MAX_CPUS)
 		return;
-	uint64_t x = slot;
-	for (unsigned long i = 0; i < AP_ITERS; i++) {
-		x = ap_step(x);
-		ap_scratch[slot][i & 7] = x;
+	uint32_t id = lapic_id() & 0xff;
+	lapic_enable();
+	lapic_timer_periodic(VEC_AP_TIMER, 16, 62500);   /* 1 ms, this CPU's own timer */
+	uint64_t x = slot, steps = 0;
+	while (steps < AP_TICKS) {
+		wait_for_interrupt();
+		irq_disable();
+		while (steps < ap_ticks[id] && steps < AP_TICKS) {
+			x = ap_step(x);
+			ap_scratch[slot][steps & 7] = x;
+			steps++;
+		}
 	}
+	lapic_timer_stop();
 	ap_result[slot] = x;
 	__atomic_fetch_add(&ap_done, 1, __ATOMIC_SEQ_CST);
 }
@@ -93,7 +114,7 @@ static long user_check_aps(long cpus)
 {
 	for (long s = 1; s < cpus; s++) {
 		uint64_t x = (uint64_t)s;
-		for (unsigned long i = 0; i < AP_ITERS; i++)
+		for (unsigned long i = 0; i < AP_TICKS; i++)
 			x = ap_step(x);
 		if (ap_result[s] != x)
 			return fail_note("AP result (slot, value)", (uint64_t)s, ap_result[s]);
@@ -235,6 +256,7 @@ int kit_main(void)
 	kit_printf("snapshot_io: %lu rounds of %lu timer ticks, %u+%u requests in flight per round\n", rounds, per,
 		   IO_HALF, IO_HALF);
 	if (cpus > 1) {
+		kit_set_handler(VEC_AP_TIMER, on_ap_timer);
 		kit_smp_start();
 		uint64_t t0 = rdtsc();
 		while (kit_cpus_online < cpus && rdtsc() - t0 < 4000000000ULL)
