@@ -31,8 +31,12 @@ struct irqchip {
 	struct bus *bus;    /* where BUS_EV_IRQ_LINE is published (NULL: nowhere) */
 };
 
-/* Create KVM's in-kernel irqchip and PIT2 on vm_fd (before vCPUs exist). */
+/* Create KVM's in-kernel irqchip on vm_fd (before vCPUs exist); then, before
+ * the VM runs, irqchip_kvm_finish: the ISA routes and PIT2. The second part may
+ * run on another thread while vCPUs and devices are set up (restore does, to
+ * hide KVM's PIT creation). */
 int irqchip_kvm_create(struct irqchip *c, int vm_fd);
+int irqchip_kvm_finish(struct irqchip *c);
 
 /* Every legacy line assertion, whatever the controller, passes here. */
 static inline void irq_publish_line(struct irqchip *c, unsigned gsi)

@@ -175,6 +175,13 @@ void virtio_pci_reset(struct virtio_dev *d);
 int virtio_pci_save(struct virtio_dev *d, void **buf, size_t *len);
 int virtio_pci_load(struct virtio_dev *d, const void *buf, size_t len);
 
+/* Hold (true): queue notifications (guest kicks, and the ones activation and
+ * load make) are recorded instead of delivered; release (false) delivers the
+ * recorded ones. For snapshots: a held device's queues stay as saved while the
+ * VM is paused, and a restored device waits for the VM to run. A reset keeps
+ * the hold. Any thread but the I/O thread's callbacks run it there. */
+void virtio_pci_hold(struct virtio_dev *d, bool hold);
+
 struct iothread *virtio_iothread(struct virtio_dev *d);
 struct virtq *virtio_queue(struct virtio_dev *d, unsigned index);
 /* Negotiated features (valid from FEATURES_OK on). */

@@ -85,9 +85,16 @@ struct device_ops {
 	 * until the state issue; a device without them makes snapshotting fail. */
 	int (*save)(void *dev, void **buf, size_t *len);
 	int (*load)(void *dev, const void *buf, size_t len);
-	/* Optional, called with the VM paused before save: finish or record every
-	 * request in flight and start no new one until the VM resumes. */
+	/* Optional, called with the VM paused before save: finish every request in
+	 * flight (completions and their interrupts land before any vCPU state is
+	 * captured) and touch guest memory no more until `resume`. load leaves the
+	 * device in the same held state: nothing reaches guest memory between a
+	 * restore and the VM's first run. */
 	int (*quiesce)(void *dev);
+	/* Optional: the VM runs again (vm_resume of the last pause, or vm_run
+	 * starting): end a quiesce/load hold and catch up on kicks that came while
+	 * held. Harmless when not held. */
+	void (*resume)(void *dev);
 	void (*destroy)(void *dev);
 };
 struct device {
@@ -126,6 +133,12 @@ struct vm {
 	char end_msg[256];
 
 	struct snapshot_restore *restore; /* snapshot being restored (vmstate.h), else NULL */
+	/* Restore: irqchip_kvm_finish (routes, PIT) runs on this thread while vCPUs
+	 * and devices are set up; vm_irqchip_ready() joins it. */
+	pthread_t irq_thread;
+	bool irq_thread_running;
+	int irq_thread_result;
+	char irq_thread_err[256];
 	uint64_t first_run_ns;    /* CLOCK_MONOTONIC when a vCPU first entered KVM_RUN */
 
 	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */
@@ -137,6 +150,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Run all vCPUs until the guest ends; returns the exit status the process should use. */
 int vm_run(struct vm *vm);
 void vm_destroy(struct vm *vm);
+
+/* Restore: wait until the irqchip is complete (PIT created, ISA routes set);
+ * before VM-wide irqchip/PIT state is loaded. 0 or the creation's error. */
+int vm_irqchip_ready(struct vm *vm);
 
 /* Ask the VM to end (callable from any thread: devices, vCPUs, signal thread). */
 void vm_request_end(struct vm *vm, enum vm_end_reason reason, int status, const char *msg);

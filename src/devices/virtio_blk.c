@@ -190,9 +190,55 @@ static int vblk_save(void *dev, void **buf, size_t *len)
 	return virtio_pci_save(d->vdev, buf, len);
 }
 
+/* Snapshot, VM paused: hold the kicks (the transport records them), then
+ * complete every request in flight on the I/O thread. The used-ring entries and
+ * their interrupts land now, before any vCPU state is captured; a request is
+ * thus either finished in the snapshot or still only in the available ring
+ * (taken after the VM resumes or is restored): it completes exactly once. */
+static void hold_and_complete(void *opaque)
+{
+	struct virtio_blk *d = opaque;
+	d->held = true;
+	if (d->inflight)
+		log_info("%s: snapshot: completing %u request(s) in flight", d->name, d->inflight);
+	d->snapshot_completed += d->inflight;
+	vblk_drain(d, false);
+}
+
+static int vblk_quiesce(void *dev)
+{
+	struct virtio_blk *d = dev;
+	virtio_pci_hold(d->vdev, true);
+	iothread_run_sync(d->it, hold_and_complete, d);
+	return 0;
+}
+
+static void release(void *opaque)
+{
+	struct virtio_blk *d = opaque;
+	d->held = false;
+}
+
+static void vblk_resume(void *dev)
+{
+	struct virtio_blk *d = dev;
+	iothread_run_sync(d->it, release, d);
+	virtio_pci_hold(d->vdev, false);   /* kicks that came meanwhile are taken now */
+}
+
+static void hold(void *opaque)
+{
+	struct virtio_blk *d = opaque;
+	d->held = true;
+}
+
 static int vblk_load(void *dev, const void *buf, size_t len)
 {
 	struct virtio_blk *d = dev;
+	/* Held until the VM runs: chains the guest made available before the
+	 * snapshot are taken by vblk_resume, not while the VM is being built. */
+	virtio_pci_hold(d->vdev, true);
+	iothread_run_sync(d->it, hold, d);
 	return virtio_pci_load(d->vdev, buf, len);   /* resets us (drain) before restoring */
 }
 
@@ -201,6 +247,8 @@ static const struct device_ops vblk_device_ops = {
 	.reset = vblk_reset,
 	.save = vblk_save,
 	.load = vblk_load,
+	.quiesce = vblk_quiesce,
+	.resume = vblk_resume,
 	.destroy = vblk_destroy,
 };
 

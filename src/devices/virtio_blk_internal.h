@@ -125,12 +125,15 @@ struct virtio_blk {
 	unsigned inflight;             /* busy entries of reqs */
 	bool dropping;                 /* reset/destroy: completions free, never touch guest memory */
 	bool stopped;                  /* destroy in progress: kicks ignored */
+	bool held;                     /* quiesced for a snapshot / restored, not yet running:
+	                                * no chain is taken (the transport holds the kicks) */
 	bool broken;                   /* structural violation seen: NEEDS_RESET until reset */
 	bool need_notify;              /* used entries pushed since the last notify */
 	uint64_t poll_ns;              /* polling window after activity, 0 = off */
 	uint64_t malformed;            /* malformed requests (first logged) */
 	uint64_t io_errors;            /* backend errors (first few logged) */
 	uint64_t requests;             /* completed requests (statistics) */
+	uint64_t snapshot_completed;   /* requests a snapshot's quiesce found in flight */
 };
 
 /* Parse "PATH[,ro][,overlay=FILE][,ephemeral][,serial=ID][,cache=none|writeback]"

@@ -445,7 +445,7 @@ static uint64_t now_ns(void)
  * on the I/O thread (reset, save) is never held up for long. */
 static void poll_for_work(struct virtio_blk *d, struct virtq *vq)
 {
-	if (!d->poll_ns || d->stopped || d->broken || !vq->ready)
+	if (!d->poll_ns || d->stopped || d->held || d->broken || !vq->ready)
 		return;
 	uint64_t now = now_ns(), stop = now + VBLK_POLL_MAX_NS, idle_until = now + d->poll_ns;
 	while (now < idle_until && now < stop && !d->broken) {
@@ -468,7 +468,7 @@ static void poll_for_work(struct virtio_blk *d, struct virtq *vq)
 void vblk_queue_notify(void *opaque, struct virtq *vq)
 {
 	struct virtio_blk *d = opaque;
-	if (d->stopped || d->broken || vq->index != 0)
+	if (d->stopped || d->held || d->broken || vq->index != 0)
 		return;
 	/* No guest kicks while we are taking chains anyway. */
 	virtq_set_notification(vq, false);
@@ -495,7 +495,7 @@ void vblk_completion_ready(void *opaque, int fd, uint32_t events)
 	struct virtq *vq = virtio_queue(d->vdev, 0);
 	blk_process_completions(d->blk);
 	notify_guest(d, vq);
-	if (d->poll_ns && !d->stopped && !d->broken && vq->ready) {
+	if (d->poll_ns && !d->stopped && !d->held && !d->broken && vq->ready) {
 		/* The driver may answer this completion with its next request. */
 		virtq_set_notification(vq, false);
 		poll_for_work(d, vq);

@@ -230,30 +230,51 @@ struct vnet_state {
 	uint8_t uni[VNET_MAC_TABLE][6], multi[VNET_MAC_TABLE][6];
 } __attribute__((packed));
 
-static void vnet_quiesce(void *opaque)
+/* Held: no frame may land in guest memory, and no TX chain be consumed, from
+ * the snapshot until the VM runs again (vnet_resume). Chains popped but not
+ * completed go back to the rings. Frames arriving meanwhile wait in the tap. */
+static void vnet_hold(void *opaque)
 {
 	struct vnet *n = opaque;
+	n->held = true;
 	vnet_drop_inflight(n, true);
-	n->rx_wanted = false;   /* no frame may land in guest memory while it is saved */
 	vnet_update_tap_watch(n);
 }
 
-/* After save: carry on (the chains given back are popped again). */
-static void vnet_rearm(void *opaque)
+static int vnet_quiesce(void *dev)
+{
+	struct vnet *n = dev;
+	virtio_pci_hold(n->vdev, true);
+	iothread_run_sync(virtio_iothread(n->vdev), vnet_hold, n);
+	return 0;
+}
+
+/* The VM runs again: carry on (the chains given back are popped again). */
+static void vnet_release(void *opaque)
 {
 	struct vnet *n = opaque;
+	if (!n->held)
+		return;
+	n->held = false;
 	vnet_tx(n);
 	vnet_rx(n);
+}
+
+static void vnet_resume(void *dev)
+{
+	struct vnet *n = dev;
+	iothread_run_sync(virtio_iothread(n->vdev), vnet_release, n);
+	virtio_pci_hold(n->vdev, false);
 }
 
 static int vnet_save(void *dev, void **buf, size_t *len)
 {
 	struct vnet *n = dev;
-	iothread_run_sync(virtio_iothread(n->vdev), vnet_quiesce, n);
+	/* Normally done by quiesce already; the hold lasts until vnet_resume. */
+	iothread_run_sync(virtio_iothread(n->vdev), vnet_hold, n);
 	void *tb;
 	size_t tlen;
 	int r = virtio_pci_save(n->vdev, &tb, &tlen);
-	iothread_run_sync(virtio_iothread(n->vdev), vnet_rearm, n);
 	if (r < 0)
 		return r;
 	struct vnet_state s;
@@ -317,6 +338,11 @@ static int vnet_load(void *dev, const void *buf, size_t len)
 	if (memcmp(s.magic, VNET_STATE_MAGIC, 4) != 0 || s.uni_n > VNET_MAC_TABLE || s.multi_n > VNET_MAC_TABLE ||
 	    (s.mac[0] & 1) || s.rxbits > 63 || s.overflow > 3)
 		return err_set(EINVAL, "%s: not a valid virtio-net state blob", n->name);
+	/* Held until the VM runs: activation during load must not start RX (a
+	 * frame taken now would be written into a VM that has not resumed, or
+	 * lost if the restore fails later). */
+	virtio_pci_hold(n->vdev, true);
+	iothread_run_sync(virtio_iothread(n->vdev), vnet_hold, n);
 	int r = virtio_pci_load(n->vdev, (const uint8_t *)buf + sizeof(s), len - sizeof(s));
 	if (r < 0)
 		return r;
@@ -330,6 +356,8 @@ static const struct device_ops vnet_device_ops = {
 	.reset = vnet_vm_reset,
 	.save = vnet_save,
 	.load = vnet_load,
+	.quiesce = vnet_quiesce,
+	.resume = vnet_resume,
 	.destroy = vnet_destroy,
 };
 

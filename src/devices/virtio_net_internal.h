@@ -106,6 +106,8 @@ struct vnet {
 	uint64_t features;      /* negotiated (valid while active) */
 	uint32_t tap_events;    /* what the tap fd is watched for (0 = not watched) */
 	bool rx_wanted;         /* EPOLLIN: guest has RX buffers posted */
+	bool held;              /* quiesced for a snapshot / restored, not yet running:
+	                         * no RX or TX touches guest memory, the tap is unwatched */
 
 	struct vnet_rxmode rx;
 	unsigned uni_n, multi_n;

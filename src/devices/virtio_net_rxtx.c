@@ -25,9 +25,9 @@
 void vnet_update_tap_watch(struct vnet *n)
 {
 	uint32_t want = 0;
-	if (n->active && n->rx_wanted)
+	if (n->active && n->rx_wanted && !n->held)
 		want |= EPOLLIN;
-	if (n->active && n->tx_blocked)
+	if (n->active && n->tx_blocked && !n->held)
 		want |= EPOLLOUT;
 	if (want == n->tap_events)
 		return;
@@ -295,6 +295,10 @@ static int rx_one_mergeable(struct vnet *n, struct virtq *vq, bool *pushed)
 void vnet_rx(struct vnet *n)
 {
 	struct virtq *vq = virtio_queue(n->vdev, VNET_RXQ);
+	if (n->held) {
+		vnet_update_tap_watch(n);   /* frames wait in the tap until vnet resume */
+		return;
+	}
 	if (!n->active || !vq || !vq->ready) {
 		n->rx_wanted = false;
 		vnet_update_tap_watch(n);
@@ -361,7 +365,7 @@ static int tx_one(struct vnet *n, struct virtq_elem *e, bool ask_bus)
 void vnet_tx(struct vnet *n)
 {
 	struct virtq *vq = virtio_queue(n->vdev, VNET_TXQ);
-	if (!n->active || !vq || !vq->ready)
+	if (n->held || !n->active || !vq || !vq->ready)
 		return;
 	bool pushed = false;
 	unsigned budget = VNET_BUDGET;

@@ -58,6 +58,7 @@ struct vqueue {
 	uint64_t ioeventfd_addr;
 	uint32_t ioeventfd_len;
 	unsigned unready_kick_logged;
+	bool kick_held;          /* a notification came while the device was held */
 };
 
 struct virtio_dev {
@@ -76,6 +77,7 @@ struct virtio_dev {
 	uint16_t queue_select;
 	uint16_t msix_config;
 	bool active;             /* DRIVER_OK processed (I/O thread state) */
+	bool held;               /* virtio_pci_hold: notifications recorded, not delivered */
 	bool needs_reset_logged;
 	unsigned pci_cfg_cap;    /* config offset of the VIRTIO_PCI_CAP_PCI_CFG capability */
 	unsigned bad_access_logged;
@@ -186,6 +188,10 @@ static void kick_cb(void *opaque, int fd, uint32_t events)
 			log_info("%s: notification for queue %u that is not ready; ignored", d->desc.name, q->vq.index);
 		return;
 	}
+	if (d->held) {
+		q->kick_held = true;   /* delivered by virtio_pci_hold(d, false) */
+		return;
+	}
 	if (d->ops->queue_notify)
 		d->ops->queue_notify(d->opaque, &q->vq);
 }
@@ -205,6 +211,7 @@ static void do_reset(void *opaque)
 		q->msix_vector = VIRTIO_MSI_NO_VECTOR;
 		q->desc = q->driver = q->device = 0;
 		q->unready_kick_logged = 0;
+		q->kick_held = false;
 		pthread_mutex_unlock(&d->lock);
 	}
 	pthread_mutex_lock(&d->lock);
@@ -231,9 +238,42 @@ static void do_activate(void *opaque)
 	}
 	d->active = true;
 	/* Buffers made available before DRIVER_OK (and kicks we ignored) are seen now. */
-	for (unsigned i = 0; i < d->desc.num_queues; i++)
-		if (d->q[i].vq.ready && d->ops->queue_notify)
+	for (unsigned i = 0; i < d->desc.num_queues; i++) {
+		if (!d->q[i].vq.ready || !d->ops->queue_notify)
+			continue;
+		if (d->held)
+			d->q[i].kick_held = true;
+		else
 			d->ops->queue_notify(d->opaque, &d->q[i].vq);
+	}
+}
+
+struct hold_req {
+	struct virtio_dev *d;
+	bool hold;
+};
+
+static void do_hold(void *opaque)
+{
+	struct hold_req *req = opaque;
+	struct virtio_dev *d = req->d;
+	d->held = req->hold;
+	if (d->held)
+		return;
+	for (unsigned i = 0; i < d->desc.num_queues; i++) {
+		struct vqueue *q = &d->q[i];
+		if (!q->kick_held)
+			continue;
+		q->kick_held = false;
+		if (d->active && q->vq.ready && d->ops->queue_notify)
+			d->ops->queue_notify(d->opaque, &q->vq);
+	}
+}
+
+void virtio_pci_hold(struct virtio_dev *d, bool hold)
+{
+	struct hold_req req = { d, hold };
+	iothread_run_sync(d->it, do_hold, &req);
 }
 
 struct enable_req {

@@ -81,9 +81,25 @@ static int rng_save(void *dev, void **buf, size_t *len)
 	return virtio_pci_save(rng->vdev, buf, len);
 }
 
+/* Requests are answered synchronously, so nothing is ever in flight: holding
+ * the kicks is all a snapshot needs. */
+static int rng_quiesce(void *dev)
+{
+	struct virtio_rng *rng = dev;
+	virtio_pci_hold(rng->vdev, true);
+	return 0;
+}
+
+static void rng_resume(void *dev)
+{
+	struct virtio_rng *rng = dev;
+	virtio_pci_hold(rng->vdev, false);
+}
+
 static int rng_load(void *dev, const void *buf, size_t len)
 {
 	struct virtio_rng *rng = dev;
+	virtio_pci_hold(rng->vdev, true);   /* until the VM runs (rng_resume) */
 	return virtio_pci_load(rng->vdev, buf, len);
 }
 
@@ -92,6 +108,8 @@ static const struct device_ops rng_device_ops = {
 	.reset = rng_reset,
 	.save = rng_save,
 	.load = rng_load,
+	.quiesce = rng_quiesce,
+	.resume = rng_resume,
 	.destroy = rng_destroy,
 };
 

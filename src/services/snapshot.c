@@ -238,10 +238,10 @@ static int cfg_parse(const struct snap_section *s, const char *fname, struct sna
 			free(*str);
 			*str = val;
 		} else {
-			bool ok = true;
 			char *end;
 			unsigned long v = strtoul(val, &end, 10);
-			ok = *val && !*end && v <= 1000;
+			/* Numbers only for the numeric keys: disk= and net= hold specs. */
+			bool ok = (KEY("disk") || KEY("net")) || (*val && !*end && v <= 1000);
 			if (KEY("rng"))
 				c->rng = v != 0;
 			else if (KEY("hugepages"))
@@ -844,6 +844,8 @@ int snapshot_restore_state(struct vm *vm)
 		if (s->sec[i].type == SNAP_SEC_VCPU &&
 		    (r = vmstate_vcpu_load(&vm->cpu[s->sec[i].id], s->sec[i].data, s->sec[i].len)) < 0)
 			return err_prefix(r, "restoring vCPU %u", s->sec[i].id);
+	if ((r = vm_irqchip_ready(vm)) < 0)
+		return r;
 	for (unsigned i = 0; i < s->nsec; i++)
 		if (s->sec[i].type == SNAP_SEC_VM && (r = vmstate_vm_load(vm, s->sec[i].data, s->sec[i].len)) < 0)
 			return err_prefix(r, "restoring VM state");

@@ -172,11 +172,21 @@ int irqchip_kvm_create(struct irqchip *c, int vm_fd)
 	pthread_mutex_init(&p->lock, NULL);
 	c->priv = p;
 	kvm_irq_isa_routes(p);
+	return 0;
+}
+
+int irqchip_kvm_finish(struct irqchip *c)
+{
+	struct kvm_irq_priv *p = c->priv;
+	/* Under the lock: MSI routes may be added meanwhile (a restore loading
+	 * devices on another thread); every commit sends the whole table. */
+	pthread_mutex_lock(&p->lock);
 	int r = kvm_irq_commit(c);
+	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
 		return err_set(-r, "KVM_SET_GSI_ROUTING: %s", strerror(-r));
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+	if (ioctl(c->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
 		return err_set(errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 	return 0;
 }

@@ -143,7 +143,10 @@ int vcpu_create(struct vm *vm, int index, const struct kvm_cpuid2 *supported, co
 	}
 	c->run = p;
 	int r;
-	if ((r = vcpu_set_cpuid(c, supported, hide)) < 0 || (r = vcpu_set_msrs(c)) < 0)
+	if ((r = vcpu_set_cpuid(c, supported, hide)) < 0)
+		return r;
+	/* A restore loads every MSR from the snapshot: no initial values needed. */
+	if (!vm->restore && (r = vcpu_set_msrs(c)) < 0)
 		return r;
 	if (entry && (r = vcpu_set_boot_regs(c, entry)) < 0)
 		return r;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 #include <vmsvc/boot.h>
 #include <vmsvc/devices.h>
@@ -86,6 +87,48 @@ static int vm_setup_devices(struct vm *vm)
 	return 0;
 }
 
+static void *irqchip_finish_thread(void *arg)
+{
+	struct vm *vm = arg;
+	vm->irq_thread_result = irqchip_kvm_finish(&vm->irq);
+	if (vm->irq_thread_result < 0)
+		snprintf(vm->irq_thread_err, sizeof(vm->irq_thread_err), "%s", err_msg());
+	return NULL;
+}
+
+int vm_irqchip_ready(struct vm *vm)
+{
+	if (!vm->irq_thread_running)
+		return 0;
+	pthread_join(vm->irq_thread, NULL);
+	vm->irq_thread_running = false;
+	if (vm->irq_thread_result < 0)   /* err_msg() is per thread: carried over */
+		return err_set(-vm->irq_thread_result, "%s", vm->irq_thread_err);
+	return 0;
+}
+
+/* Restore: read and validate the snapshot on its own thread while KVM creates
+ * the VM (neither needs the other). */
+struct restore_open_job {
+	struct vm *vm;
+	const struct vm_config *cfg;
+	pthread_t t;
+	int result;
+	char err[512];
+};
+
+static void *restore_open_thread(void *arg)
+{
+	struct restore_open_job *j = arg;
+	const struct vm_config *cfg = j->cfg;
+	j->result = cfg->restore_state ? snapshot_restore_open_buf(j->vm, cfg->restore_state, cfg->restore_state_len,
+								   cfg->restore_mem_fd, cfg->restore_name)
+				       : snapshot_restore_open(j->vm, cfg->restore_dir);
+	if (j->result < 0)
+		snprintf(j->err, sizeof(j->err), "%s", err_msg());
+	return NULL;
+}
+
 /* vCPUs with CPUID and initial MSRs; the BSP starts at `entry` (NULL: restore). */
 static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
 {
@@ -105,10 +148,62 @@ static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
 	return r;
 }
 
+/* VMSVC_RESTORE_TIMING=1: vm_create prints how long each step of a restore
+ * took (stderr, one line), to see where restore latency goes. */
+#define VM_MAX_STEPS 12
+struct step_timer {
+	bool on;
+	unsigned n;
+	uint64_t t0, last;
+	const char *name[VM_MAX_STEPS];
+	uint64_t ns[VM_MAX_STEPS];
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void step_start(struct step_timer *t, bool restoring)
+{
+	const char *e = getenv("VMSVC_RESTORE_TIMING");
+	t->on = restoring && e && *e && strcmp(e, "0") != 0;
+	t->n = 0;
+	t->t0 = t->last = t->on ? mono_ns() : 0;
+}
+
+static void step_done(struct step_timer *t, const char *name)
+{
+	if (!t->on || t->n == VM_MAX_STEPS)
+		return;
+	uint64_t now = mono_ns();
+	t->name[t->n] = name;
+	t->ns[t->n++] = now - t->last;
+	t->last = now;
+}
+
+static void step_print(const struct step_timer *t)
+{
+	if (!t->on)
+		return;
+	char line[512];
+	int len = snprintf(line, sizeof(line), "restore timing (us):");
+	for (unsigned i = 0; i < t->n && len < (int)sizeof(line); i++)
+		len += snprintf(line + len, sizeof(line) - (size_t)len, " %s %.0f", t->name[i], (double)t->ns[i] / 1e3);
+	if (len < (int)sizeof(line))
+		snprintf(line + len, sizeof(line) - (size_t)len, "; vm_create total %.0f",
+			 (double)(t->last - t->t0) / 1e3);
+	fprintf(stderr, "vmsvc: %s\n", line);
+}
+
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
 	int r;
 	bool restoring = cfg->restore_dir || cfg->restore_state;
+	struct step_timer st;
+	step_start(&st, restoring);
 	if (!restoring && (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS))
 		return err_set(EINVAL, "--cpus %d out of range (1..%d)", cfg->ncpus, VM_MAX_CPUS);
 	if (!cfg->kernel && !restoring)
@@ -130,19 +225,28 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 
 	if ((r = kvm_probe(&vm->kvm_fd)) < 0)
 		goto fail;
+	step_done(&st, "open-kvm");
 	/* Restore: validate the whole snapshot and take the machine shape from it
-	 * before anything else is built. */
-	r = 0;
-	if (cfg->restore_state)
-		r = snapshot_restore_open_buf(vm, cfg->restore_state, cfg->restore_state_len, cfg->restore_mem_fd,
-					      cfg->restore_name);
-	else if (cfg->restore_dir)
-		r = snapshot_restore_open(vm, cfg->restore_dir);
-	if (r < 0)
-		goto fail;
+	 * before anything is built on the VM (only the empty KVM VM is created
+	 * meanwhile, on this thread). */
+	struct restore_open_job job = { .vm = vm, .cfg = cfg };
+	bool threads = !getenv("VMSVC_RESTORE_SEQUENTIAL");
+	bool job_running = restoring && threads && pthread_create(&job.t, NULL, restore_open_thread, &job) == 0;
+	if (restoring && !job_running)
+		restore_open_thread(&job);
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	int create_errno = errno;
+	step_done(&st, "create-vm");
+	if (job_running)
+		pthread_join(job.t, NULL);
+	if (restoring && job.result < 0) {
+		r = err_set(-job.result, "%s", job.err);
+		goto fail;
+	}
+	step_done(&st, "read+validate(overlapped)");
 	if (vm->vm_fd < 0) {
-		r = err_set(errno, "KVM_CREATE_VM failed: %s (KVM is not usable on this host)", strerror(errno));
+		r = err_set(create_errno, "KVM_CREATE_VM failed: %s (KVM is not usable on this host)",
+			    strerror(create_errno));
 		goto fail;
 	}
 	vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -160,23 +264,42 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args[0] = 1 };
 		ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap);
 	}
+	/* Memory slots before the irqchip: on the development host (kvm_pvm) a
+	 * 512 MiB slot took 0.5-3 ms this way round and 6-12 ms after
+	 * KVM_CREATE_IRQCHIP/PIT2 (docs/benchmarks.md, "State"). */
+	if ((r = vm_setup_memory(vm)) < 0)
+		goto fail;
+	step_done(&st, "memory");
 	if ((r = irqchip_kvm_create(&vm->irq, vm->vm_fd)) < 0)
 		goto fail;
 	vm->irq.bus = &vm->bus;
-	if ((r = vm_setup_memory(vm)) < 0)
-		goto fail;
-	if ((r = vm_setup_devices(vm)) < 0)
-		goto fail;
+	step_done(&st, "irqchip");
 
 	if (vm->restore) {
-		r = vm_create_vcpus(vm, NULL);
-		if (r == 0)
-			r = snapshot_restore_state(vm);
-		if (r < 0)
+		/* vCPUs right after the irqchip (KVM_CREATE_PIT2 holds the lock that
+		 * KVM_CREATE_VCPU needs); then the PIT and routes on a thread while the
+		 * devices are built and the vCPU state loaded. Nothing of a fresh boot
+		 * (ACPI/MP tables, kernel loading, boot registers) is done. */
+		if ((r = vm_create_vcpus(vm, NULL)) < 0)
 			goto fail;
+		step_done(&st, "vcpus");
+		vm->irq_thread_running = threads && pthread_create(&vm->irq_thread, NULL, irqchip_finish_thread, vm) == 0;
+		if (!vm->irq_thread_running && (r = irqchip_kvm_finish(&vm->irq)) < 0)
+			goto fail;
+		if ((r = vm_setup_devices(vm)) < 0)
+			goto fail;
+		step_done(&st, "devices");
+		if ((r = snapshot_restore_state(vm)) < 0)   /* joins the irqchip thread (vm_irqchip_ready) */
+			goto fail;
+		step_done(&st, "load-state(+pit)");
+		step_print(&st);
 		*out = vm;
 		return 0;
 	}
+	if ((r = irqchip_kvm_finish(&vm->irq)) < 0)
+		goto fail;
+	if ((r = vm_setup_devices(vm)) < 0)
+		goto fail;
 
 	uint64_t rsdp = 0;
 	if ((r = platform_write_tables(&vm->mem, (unsigned)vm->ncpus, &rsdp)) < 0) {
@@ -244,12 +367,30 @@ int vm_pause(struct vm *vm)
 	return 0;
 }
 
+/* Devices held by quiesce (snapshot) or load (restore) carry on. Called with
+ * pause_lock held and only when no pause is in effect, so a snapshot that pauses
+ * and quiesces concurrently cannot be undone by a late release. (Device I/O
+ * threads never take pause_lock, so waiting for them here cannot deadlock.) */
+static void vm_resume_devices_locked(struct vm *vm)
+{
+	if (vm->pause_depth != 0 || __atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE))
+		return;
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i].ops->resume)
+			vm->devices[i].ops->resume(vm->devices[i].dev);
+}
+
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
 	bool last = vm->pause_depth > 0 && --vm->pause_depth == 0;
-	if (last)
+	if (last) {
+		/* Devices first, then the vCPUs. Not for a VM that ends (snapshot
+		 * --stop, suspend): nothing may reach its disks or guest memory after
+		 * its final state was captured. */
+		vm_resume_devices_locked(vm);
 		pthread_cond_broadcast(&vm->pause_cond);
+	}
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (last) {
 		struct bus_event ev = { .type = BUS_EV_VM_RESUMED, .vcpu = -1 };
@@ -279,6 +420,12 @@ int vm_run(struct vm *vm)
 			break;
 		}
 	}
+	/* A restored VM's devices are held until now (after the vCPUs start, so
+	 * that this is not on the restore latency path; kicks wait meanwhile). If
+	 * a pause is in effect, its vm_resume does it. */
+	pthread_mutex_lock(&vm->pause_lock);
+	vm_resume_devices_locked(vm);
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (int i = 0; i < vm->ncpus; i++)
 		if (vm->cpu[i].thread_started) {
 			pthread_join(vm->cpu[i].thread, NULL);
@@ -306,6 +453,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	vm_irqchip_ready(vm);   /* a failed restore may leave the thread running */
 	for (int i = 0; i < VM_MAX_CPUS; i++)
 		vcpu_destroy(&vm->cpu[i]);
 	for (int i = (int)vm->ndevices - 1; i >= 0; i--)

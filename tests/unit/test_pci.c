@@ -1063,6 +1063,8 @@ static void test_virtio_state(void **state)
 	assert_int_equal(cr(&v, 0x18, 2), 8);
 	assert_int_equal(cr(&v, 0x28, 8), Q_AVAIL);
 	assert_true(cfg_read(vm, 1, v.msix_cap + 2, 2) & 0x8000);
+	/* A loaded device is held until the VM runs (vm_run calls resume). */
+	dev->ops->resume(dev->dev);
 	/* The queue continues where it was: next request gets used entry 1. */
 	int efd0 = efd_for(f, 0x30);
 	assert_true(efd0 >= 0);

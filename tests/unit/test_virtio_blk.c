@@ -630,6 +630,31 @@ static void test_reset_with_requests(void **state)
 	assert_int_equal(dev->ops->load(dev->dev, blob, len), 0);
 	free(blob);
 	assert_true(cr(f, 0x14, 1) & VIRTIO_STATUS_DRIVER_OK);
+	/* A loaded device is held until the VM runs: a request kicked now waits. */
+	write_hdr(f, 0, VIRTIO_BLK_T_IN, 3000);
+	struct seg s0[] = { { HDR(0), 16, false }, { DATA(0), 512, true }, { STATUS(0), 1, true } };
+	chain(f, 0, s0, 3);
+	uint16_t before = used_idx(f);
+	make_avail(f, 0);
+	kick(f);
+	usleep(5000);
+	assert_int_equal(used_idx(f), before);
+	dev->ops->resume(dev->dev);
+	assert_true(wait_used(f, 1));
+	assert_int_equal(f->ram[STATUS(0)], VIRTIO_BLK_S_OK);
+	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 3000 }, 8);
+	/* Quiesce holds too, resume releases. */
+	assert_int_equal(dev->ops->quiesce(dev->dev), 0);
+	write_hdr(f, 0, VIRTIO_BLK_T_IN, 3001);
+	chain(f, 0, s0, 3);
+	before = used_idx(f);
+	make_avail(f, 0);
+	kick(f);
+	usleep(5000);
+	assert_int_equal(used_idx(f), before);
+	dev->ops->resume(dev->dev);
+	assert_true(wait_used(f, 1));
+	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 3001 }, 8);
 	assert_int_equal(simple(f, VIRTIO_BLK_T_IN, 4000, 512, NULL), VIRTIO_BLK_S_OK);
 	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 4000 }, 8);   /* the round writes reached up to 8 * 7 + 64 */
 }

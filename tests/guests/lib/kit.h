@@ -142,8 +142,11 @@ extern volatile uint64_t kit_user_fault_vector;
 /* ---- SMP ---- */
 extern volatile uint32_t kit_cpus_online;          /* starts at 1 (the BSP) */
 extern volatile uint8_t kit_cpu_apic_id[KIT_MAX_CPUS];
-/* Broadcast INIT-SIPI-SIPI; APs join long mode, check in and halt. */
+/* Broadcast INIT-SIPI-SIPI; APs join long mode, check in, run kit_ap_work(slot)
+ * (slot = 1.. in check-in order; a weak no-op unless the guest defines it, at
+ * CPL0 with interrupts off) and halt. */
 void kit_smp_start(void);
+void kit_ap_work(uint32_t slot);
 /* Busy-wait about `cycles` TSC cycles. */
 void kit_delay_cycles(uint64_t cycles);
 

@@ -14,6 +14,12 @@ volatile uint8_t kit_cpu_apic_id[KIT_MAX_CPUS];
 #define ICR_LEVEL (1u << 15)
 #define ICR_ALL_BUT_SELF (3u << 18)
 
+/* A guest that wants its APs busy defines this (weak: by default they halt). */
+__attribute__((weak)) void kit_ap_work(uint32_t slot)
+{
+	(void)slot;
+}
+
 void kit_ap_main(uint32_t index)
 {
 	kit_load_idt();
@@ -22,6 +28,7 @@ void kit_ap_main(uint32_t index)
 	if (slot < KIT_MAX_CPUS)
 		kit_cpu_apic_id[slot] = (uint8_t)id;
 	(void)index;
+	kit_ap_work(slot);
 	/* Back in entry.S: cli; hlt forever. */
 }
 
