@@ -39,6 +39,12 @@ struct vmi_range {
 #define VMI_MAX_RANGES 64
 #define VMI_MAX_CPUS 64
 
+/* MSRs of a live VM or vmsvc snapshot (KVM_GET_MSRS); images have none. */
+struct vmi_msrs {
+	uint64_t lstar, cstar, sysenter_eip;
+	bool have_cstar, have_sysenter;
+};
+
 struct vmi_mem {
 	unsigned nranges;
 	struct vmi_range range[VMI_MAX_RANGES]; /* sorted by pa, non-overlapping */
@@ -48,21 +54,33 @@ struct vmi_mem {
 	unsigned ncpus;
 	struct pw_regs cpu[VMI_MAX_CPUS];
 	uint64_t cpu_rip[VMI_MAX_CPUS];
+	/* vCPU 0's syscall MSRs (live VM, vmsvc snapshot): for vmi_check_msrs. */
+	bool have_msrs;
+	struct vmi_msrs msrs;
 	/* owned resources */
 	void *map;
 	size_t map_len;
 	void *buf;
 };
 
-/* Open a memory image: an ELF core (QEMU dump-guest-memory, detected by magic)
- * or else a raw flat file holding physical memory from address 0. */
+/* Open a memory image: a vmsvc snapshot (its directory, or its state or memory
+ * file), an ELF core (QEMU dump-guest-memory, detected by magic) or else a raw
+ * flat file holding physical memory from address 0. */
 int vmi_mem_open_file(struct vmi_mem *m, const char *path);
+/* A vmsvc snapshot directory (docs/snapshot-format.md): RAM from DIR/memory at
+ * the header's regions; vCPU registers and MSRs from the state file as hints
+ * (vmi_snap.c). The state file is validated in full (checksums included). */
+int vmi_mem_open_snapshot(struct vmi_mem *m, const char *dir);
 /* The same on bytes already in memory (tests, fuzzing); `img` must outlive m. */
 int vmi_mem_from_elfcore(struct vmi_mem *m, const uint8_t *img, size_t len);
 int vmi_mem_from_flat(struct vmi_mem *m, const uint8_t *img, size_t len, uint64_t base_pa);
 /* A live VM's RAM; regions must stay mapped while m is used. */
 int vmi_mem_from_guest(struct vmi_mem *m, const struct guest_mem *g);
 void vmi_mem_close(struct vmi_mem *m);
+/* Register the "memory" control command (control_mem.c, docs/api.md) that
+ * hands `vmsvc inspect NAME` the guest RAM fd, layout and vCPU registers. */
+struct control;
+int vmi_control_register(struct control *ctl);
 
 /* Read [pa, pa+len) (may span ranges that touch); 0 or -EFAULT. */
 int vmi_read_phys(const struct vmi_mem *m, uint64_t pa, void *dst, size_t len);
@@ -252,12 +270,6 @@ struct vmi_findings {
 void vmi_findings_free(struct vmi_findings *fs);
 /* Number of entries with severity >= min. */
 size_t vmi_findings_count(const struct vmi_findings *fs, enum vmi_severity min);
-
-/* MSRs of a live VM or vmsvc snapshot (KVM_GET_MSRS); images have none. */
-struct vmi_msrs {
-	uint64_t lstar, cstar, sysenter_eip;
-	bool have_cstar, have_sysenter;
-};
 
 struct vmi_check_opts {
 	const struct vmi_msrs *msrs; /* NULL: not available (memory image) */

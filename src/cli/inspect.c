@@ -1,7 +1,8 @@
-/* vmsvc inspect: introspect a Linux guest from outside (memory images for now).
+/* vmsvc inspect: introspect a Linux guest from outside.
  *
- *   vmsvc inspect --image FILE [--json] [--timing] [--repeat N] info|ps|lsmod|netdev
- *   vmsvc inspect --image FILE [--json] [--baseline FILE] check
+ *   vmsvc inspect NAME [--pause] [--json] [--timing] [--repeat N] info|ps|lsmod|netdev
+ *   vmsvc inspect --image FILE|DIR [--json] [--timing] [--repeat N] info|ps|lsmod|netdev
+ *   vmsvc inspect NAME|--image FILE [--json] [--baseline FILE] check
  *
  * `check` exits 0 when there is no warning or critical finding, 3 when there
  * is one (1 on errors), so scripts can act on it.
@@ -16,26 +17,33 @@
 #include <vmsvc/err.h>
 #include <vmsvc/vmi.h>
 #include "cli/cli.h"
+#include "cli/inspect.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vmsvc inspect --image FILE [--json] [--timing] [--repeat N] info|ps|lsmod|netdev|check\n"
-		   "       vmsvc inspect --image FILE [--json] [--baseline FILE] check\n"
-		   "       vmsvc inspect NAME [--json] info|ps|lsmod|netdev|check   (running VM: not yet available)\n"
+	fprintf(f, "usage: vmsvc inspect NAME [--pause] [--json] [--timing] [--repeat N] info|ps|lsmod|netdev|check\n"
+		   "       vmsvc inspect --image FILE|DIR [--json] [--timing] [--repeat N] info|ps|lsmod|netdev|check\n"
+		   "       (check also takes --baseline FILE)\n"
 		   "\n"
 		   "Reads a Linux guest's kernel state without a profile: symbols from the kernel's\n"
 		   "kallsyms tables and types from its BTF, both found in guest memory.\n"
-		   "FILE is a QEMU 'dump-guest-memory' ELF core (not compressed) or a raw memory image.\n"
+		   "NAME is a running vmsvc VM (see 'vmsvc ls'): its RAM is mapped read-only into this\n"
+		   "process through the control socket; the VM keeps running while it is read (every\n"
+		   "walk is bounded; a list changing under the reader shows up as a broken list) unless\n"
+		   "--pause holds it paused for the duration. Its syscall MSRs are checked by 'check'.\n"
+		   "FILE is a vmsvc snapshot (its directory, or the state or memory file in it), a QEMU\n"
+		   "'dump-guest-memory' ELF core (not compressed) or a raw memory image.\n"
 		   "  info     kernel release, KASLR slide, phys_base, symbol and type counts, hints\n"
 		   "  ps       processes: pid, ppid, uid, state, command name\n"
 		   "  lsmod    loaded modules: name, base address, size\n"
 		   "  netdev   network interfaces of the initial namespace: name, flags, promiscuous\n"
 		   "  check    intrusion checks: hidden processes (task list vs PID IDR vs runqueues vs\n"
 		   "           parent links), hidden modules (list vs sysfs vs carving the module area),\n"
-		   "           sys_call_table/x64_sys_call/IDT hooks, syscall MSRs, promiscuous interfaces,\n"
-		   "           packet sockets, kernel text vs --baseline FILE (written if it does not exist:\n"
-		   "           take it from a clean boot of the same kernel). Exit status 3 if anything\n"
-		   "           of severity warning or critical is found.\n"
+		   "           sys_call_table/x64_sys_call/IDT hooks, syscall MSRs (live VM, snapshot),\n"
+		   "           promiscuous interfaces, packet sockets, kernel text vs --baseline FILE\n"
+		   "           (written if it does not exist: take it from a clean boot of the same\n"
+		   "           kernel). Exit status 3 if anything of severity warning or critical is found.\n"
+		   "  --pause      (NAME) pause the VM while reading it: a consistent view\n"
 		   "  --timing     print the time of kernel recovery and of the view\n"
 		   "  --repeat N   run the view N times in the same process (prints once; with --timing\n"
 		   "               reports the median of the repeated runs: the warm query time)\n");
@@ -211,7 +219,7 @@ static const char *sev_name(enum vmi_severity s)
 static int run_check(const struct vmi_kernel *k, const char *baseline, bool json, bool print, size_t *nfind)
 {
 	struct vmi_findings fs = { 0 };
-	struct vmi_check_opts o = { .msrs = NULL, .baseline = baseline };
+	struct vmi_check_opts o = { .msrs = k->mem->have_msrs ? &k->mem->msrs : NULL, .baseline = baseline };
 	int rc = vmi_check(k, &o, &fs);
 	if (rc < 0) {
 		vmi_findings_free(&fs);
@@ -287,7 +295,7 @@ static double now_ms(void)
 int cmd_inspect(int argc, char **argv)
 {
 	const char *image = NULL, *name = NULL, *view = NULL, *baseline = NULL;
-	bool json = false, timing = false;
+	bool json = false, timing = false, pause = false;
 	long repeat = 1;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -297,6 +305,8 @@ int cmd_inspect(int argc, char **argv)
 			image = argv[++i];
 		} else if (!strcmp(argv[i], "--json")) {
 			json = true;
+		} else if (!strcmp(argv[i], "--pause")) {
+			pause = true;
 		} else if (!strcmp(argv[i], "--timing")) {
 			timing = true;
 		} else if (!strcmp(argv[i], "--baseline") && i + 1 < argc) {
@@ -330,15 +340,31 @@ int cmd_inspect(int argc, char **argv)
 		fprintf(stderr, "vmsvc inspect: unknown view '%s' (info, ps, lsmod, netdev, check)\n", view);
 		return 2;
 	}
-	if (!image) {
-		fprintf(stderr, "vmsvc inspect: inspecting the running VM '%s' is not available yet (it needs the "
-				"VM control socket); use --image FILE with a memory dump\n", name);
-		return 1;
+	if (pause && image) {
+		fprintf(stderr, "vmsvc inspect: --pause is for a running VM (NAME), not --image\n");
+		return 2;
 	}
 	double t0 = now_ms();
 	struct vmi_mem mem;
 	struct vmi_kernel k;
-	int rc = vmi_mem_open_file(&mem, image);
+	struct live_vm lv = { .fd = -1 };
+	bool paused_here = false;
+	int rc;
+	if (image) {
+		rc = vmi_mem_open_file(&mem, image);
+	} else {
+		rc = live_open(&lv, name);
+		char state[32] = "";
+		/* Pause only a running VM, and resume only what we paused: a VM the
+		 * user paused stays paused. */
+		if (rc == 0 && pause && (rc = live_call(&lv, "info", state, sizeof(state))) == 0 &&
+		    strcmp(state, "paused")) {
+			rc = live_call(&lv, "pause", NULL, 0);
+			paused_here = rc == 0;
+		}
+		if (rc == 0)
+			rc = live_attach(&lv, &mem);
+	}
 	if (rc == 0) {
 		rc = vmi_kernel_open(&k, &mem, 0);
 		if (rc < 0)
@@ -346,6 +372,9 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (rc < 0) {
 		fprintf(stderr, "vmsvc inspect: %s\n", err_msg());
+		if (paused_here && live_call(&lv, "resume", NULL, 0) < 0)
+			fprintf(stderr, "vmsvc inspect: %s (the VM is still paused: vmsvc resume %s)\n", err_msg(), name);
+		live_close(&lv);
 		return 1;
 	}
 	double t1 = now_ms();
@@ -383,5 +412,10 @@ int cmd_inspect(int argc, char **argv)
 	free(runs);
 	vmi_kernel_close(&k);
 	vmi_mem_close(&mem);
+	if (paused_here && live_call(&lv, "resume", NULL, 0) < 0) {
+		fprintf(stderr, "vmsvc inspect: %s (the VM is still paused: vmsvc resume %s)\n", err_msg(), name);
+		rc = -EIO;
+	}
+	live_close(&lv);
 	return rc < 0 ? 1 : findings ? 3 : 0;
 }
