@@ -112,6 +112,9 @@ struct vmi_kallsyms {
 	uint64_t relative_base;  /* runtime _text (relocated at boot) */
 	bool absolute_percpu;    /* offsets >= 0 are absolute (per-CPU symbols) */
 	enum vmi_ks_layout layout;
+	/* where the time went (ms, CLOCK_MONOTONIC): finding the tables, decoding
+	 * the names, the address order, the name index (inspect --timing) */
+	double ms_find, ms_decode, ms_sort, ms_index;
 	/* physical addresses of the tables where they were found */
 	uint64_t pa_names, pa_markers, pa_token_table, pa_token_index, pa_offsets, pa_relative_base;
 };
@@ -190,7 +193,10 @@ struct vmi_kernel {
 	char release[65];     /* init_uts_ns.name.release */
 	char hints[512];      /* mismatches with VMCOREINFO/QEMU notes, "" if none */
 	char btf_err[192];    /* why there is no BTF ("" when k->btf is set) */
+	double ms_layout, ms_btf, ms_offsets; /* time of the steps after kallsyms (--timing) */
 };
+/* CLOCK_MONOTONIC in milliseconds (phase timings). */
+double vmi_now_ms(void);
 
 enum {
 	VMI_OPEN_NO_BTF = 1,  /* symbols only (no type information needed) */

@@ -365,6 +365,7 @@ int cmd_inspect(int argc, char **argv)
 		if (rc == 0)
 			rc = live_attach(&lv, &mem);
 	}
+	double t_mem = now_ms();
 	if (rc == 0) {
 		rc = vmi_kernel_open(&k, &mem, 0);
 		if (rc < 0)
@@ -402,8 +403,14 @@ int cmd_inspect(int argc, char **argv)
 		fprintf(stderr, "vmsvc inspect: %s\n", err_msg());
 	else if (k.hints[0] && strcmp(view, "info"))
 		fprintf(stderr, "vmsvc inspect: note: %s\n", k.hints);
-	if (timing)
+	if (timing) {
 		fprintf(stderr, "vmsvc inspect: open %.1f ms, %s %.3f ms\n", t1 - t0, view, t2 - t1);
+		fprintf(stderr,
+			"vmsvc inspect: open = memory %.1f + kallsyms find %.1f, decode %.1f, sort %.1f, index %.1f"
+			" + layout %.1f + BTF %.1f + offsets %.1f ms\n",
+			t_mem - t0, k.ks.ms_find, k.ks.ms_decode, k.ks.ms_sort, k.ks.ms_index, k.ms_layout, k.ms_btf,
+			k.ms_offsets);
+	}
 	if (timing && nruns) {
 		qsort(runs, (size_t)nruns, sizeof(double), cmp_double);
 		fprintf(stderr, "vmsvc inspect: warm %s: median %.3f ms, min %.3f ms over %ld runs\n", view,
