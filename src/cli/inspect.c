@@ -78,10 +78,12 @@ static const char *layout_name(enum vmi_ks_layout l)
 	return l == VMI_KS_NEW ? "6.4+" : l == VMI_KS_OLD_SEQS ? "6.2-6.3 (seqs_of_names)" : "<=6.1";
 }
 
-static int show_info(const struct vmi_kernel *k, bool json)
+static int show_info(const struct vmi_kernel *k, const char *source, bool json)
 {
 	if (json) {
-		printf("{\"release\":");
+		printf("{\"source\":");
+		json_str(source);
+		printf(",\"release\":");
 		json_str(k->release);
 		printf(",\"text\":\"%#" PRIx64 "\",\"kaslr_slide\":\"%#" PRIx64 "\",\"phys_base\":\"%#" PRIx64
 		       "\",\"symbols\":%zu,\"kallsyms_layout\":\"%s\",\"btf_types\":%u,\"page_tables\":%s,"
@@ -91,9 +93,12 @@ static int show_info(const struct vmi_kernel *k, bool json)
 		json_str(k->hints);
 		printf(",\"btf_error\":");
 		json_str(k->btf_err);
+		if (k->mem->have_msrs)
+			printf(",\"lstar\":\"%#" PRIx64 "\"", k->mem->msrs.lstar);
 		printf("}\n");
 		return 0;
 	}
+	printf("source:       %s\n", source);
 	printf("release:      %s\n", k->release);
 	printf("_text:        %#" PRIx64 " (KASLR slide %#" PRIx64 ")\n", k->text, k->kaslr_slide);
 	printf("phys_base:    %#" PRIx64 "\n", k->phys_base);
@@ -107,6 +112,8 @@ static int show_info(const struct vmi_kernel *k, bool json)
 		printf("page tables:  %d-level, init_top_pgt at pa %#" PRIx64 "\n", k->levels, k->pt.cr3);
 	else
 		printf("page tables:  not found (only the kernel image is readable)\n");
+	if (k->mem->have_msrs)
+		printf("LSTAR:        %#" PRIx64 " (vCPU 0)\n", k->mem->msrs.lstar);
 	if (k->hints[0])
 		printf("hints:        %s\n", k->hints);
 	return 0;
@@ -382,8 +389,15 @@ int cmd_inspect(int argc, char **argv)
 	size_t findings = 0;
 	if (!strcmp(view, "check"))
 		rc = run_check(&k, baseline, json, true, &findings);
-	else if (!strcmp(view, "info"))
-		rc = show_info(&k, json);
+	else if (!strcmp(view, "info")) {
+		char source[300];
+		if (image)
+			snprintf(source, sizeof(source), "image %s", image);
+		else
+			snprintf(source, sizeof(source), "running VM %s (%s)", name,
+				 lv.copied ? "RAM copied: restored from a snapshot directory" : "RAM shared read-only");
+		rc = show_info(&k, source, json);
+	}
 	else if (!strcmp(view, "ps"))
 		rc = show_ps(&k, json);
 	else if (!strcmp(view, "lsmod"))

@@ -66,6 +66,8 @@ for dump in guest guest-infected; do
 	name=$tag-$dump
 	[ "$("$vmsvc" info "$name" --json | jq -r .state)" = paused ] && ok "$dump: restored VM is paused" ||
 		fail "$dump: restored VM is not paused"
+	"$vmsvc" inspect "$name" --json info | jq -e '.source | test("copied")' >/dev/null &&
+		ok "$dump: restored VM's RAM is a copy" || fail "$dump: restored VM's RAM not reported as copied"
 	for view in ps lsmod netdev; do
 		for fmt in "" --json; do
 			"$vmsvc" inspect "$name" $fmt $view >"$work/live" 2>"$work/live.err" || fail "$dump: live $view $fmt"
@@ -120,6 +122,31 @@ for dump in guest guest-infected; do
 		ok "$dump: check used the live MSRs" || fail "$dump: check did not use the live MSRs"
 	"$vmsvc" stop "$name" >/dev/null
 done
+
+# RAM that is a memfd (`vmsvc resume FILE`) is passed as is, not copied: the
+# restored clean guest, suspended and resumed paused.
+restore memfd "$work/snap-guest" && {
+	head -c 32 /dev/urandom >"$work/key"
+	"$vmsvc" suspend "$tag-memfd" "$work/suspended" --key-file "$work/key" >/dev/null 2>&1 ||
+		fail "suspend of the restored guest"
+	wait_gone() { for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/vmsvc/$1.sock" ] || return 0; sleep 0.1; done; }
+	wait_gone "$tag-memfd"
+	"$vmsvc" resume "$work/suspended" --key-file "$work/key" --paused --serial none --name "$tag-memfd2" -q \
+		2>"$work/memfd2.err" &
+	pids+=($!)
+	if wait_socket "$tag-memfd2"; then
+		"$vmsvc" inspect "$tag-memfd2" --json ps >"$work/live" 2>/dev/null
+		"$vmsvc" inspect --image "$fix/guest.elf" --json ps >"$work/core" 2>/dev/null
+		same "memfd-backed VM (resume FILE --paused): ps == ELF core" "$work/live" "$work/core"
+		"$vmsvc" inspect "$tag-memfd2" --json info | jq -e '.source | test("shared read-only")' >/dev/null &&
+			ok "memfd-backed VM: RAM shared, not copied" || fail "memfd-backed VM: RAM was copied"
+		"$vmsvc" inspect "$tag-memfd2" check >/dev/null 2>&1 && ok "memfd-backed VM: check clean" ||
+			fail "memfd-backed VM: check not clean"
+		"$vmsvc" stop "$tag-memfd2" >/dev/null
+	else
+		fail "resume --paused: no control socket: $(cat "$work/memfd2.err")"
+	fi
+}
 
 # A hooked LSTAR in the VM's CPU state must be found.
 lstar=$("$vmsvc" inspect --image "$fix/guest.elf" --json info | jq -r .text)
