@@ -10,10 +10,13 @@
  * replaces non-printable bytes, JSON escapes them. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <vmsvc/err.h>
 #include <vmsvc/vmi.h>
 #include "cli/cli.h"
@@ -292,6 +295,32 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* --pause: a VM must not stay paused because `inspect` was interrupted. On
+ * SIGINT/SIGTERM/SIGHUP the handler writes a resume request on the open
+ * control connection (send() is async-signal-safe; the reply is not awaited)
+ * and exits. Only SIGKILL can leave the VM paused (then: vmsvc resume NAME). */
+static volatile sig_atomic_t resume_fd = -1;
+
+static void resume_and_exit(int sig)
+{
+	static const char req[] = "{\"id\":99,\"cmd\":\"resume\"}\n";
+	if (resume_fd >= 0) {
+		ssize_t w = send(resume_fd, req, sizeof(req) - 1, MSG_NOSIGNAL);
+		(void)w;
+	}
+	_exit(128 + sig);
+}
+
+static void guard_pause(int fd)
+{
+	resume_fd = fd;
+	struct sigaction sa = { .sa_handler = resume_and_exit };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -366,6 +395,7 @@ int cmd_inspect(int argc, char **argv)
 		 * user paused stays paused. */
 		if (rc == 0 && pause && (rc = live_call(&lv, "info", state, sizeof(state))) == 0 &&
 		    strcmp(state, "paused")) {
+			guard_pause(lv.fd); /* before the pause: no window without the guard */
 			rc = live_call(&lv, "pause", NULL, 0);
 			paused_here = rc == 0;
 		}
@@ -437,6 +467,7 @@ int cmd_inspect(int argc, char **argv)
 		fprintf(stderr, "vmsvc inspect: %s (the VM is still paused: vmsvc resume %s)\n", err_msg(), name);
 		rc = -EIO;
 	}
+	resume_fd = -1;
 	live_close(&lv);
 	return rc < 0 ? 1 : findings ? 3 : 0;
 }

@@ -171,6 +171,14 @@ wait_socket "$tag-run"
 	fail "inspect of the idle guest: $(cat "$work/err")"
 [ "$("$vmsvc" info "$tag-run" --json | jq -r .state)" = running ] && ok "--pause resumes the VM it paused" ||
 	fail "--pause left the VM paused"
+# Interrupted while holding the pause: the VM must be resumed all the same.
+"$vmsvc" inspect "$tag-run" --pause --repeat 1000 ps >/dev/null 2>&1 &
+ipid=$!
+sleep 0.05
+kill -TERM $ipid
+wait $ipid
+[ "$("$vmsvc" info "$tag-run" --json | jq -r .state)" = running ] && ok "inspect --pause killed by SIGTERM resumes the VM" ||
+	fail "inspect --pause killed by SIGTERM left the VM paused"
 "$vmsvc" stop "$tag-run" >/dev/null
 "$vmsvc" inspect "$tag-nonexistent" ps 2>"$work/err"
 [ $? = 1 ] && [ "$(wc -l <"$work/err")" = 1 ] && ok "unknown VM: one-line error" || fail "unknown VM: $(cat "$work/err")"
