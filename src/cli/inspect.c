@@ -122,18 +122,75 @@ static int show_info(const struct vmi_kernel *k, const char *source, bool json)
 	return 0;
 }
 
+/* A running VM (not paused) changes while it is read: a list read twice can
+ * differ. Such reads are repeated until two consecutive ones agree (at most
+ * STABLE_READS); *unstable says they never did. Entries are zero-filled before
+ * they are written (vmi_views.c), so memcmp compares them whole. */
+#define STABLE_READS 4
+typedef int (*view_fn)(const struct vmi_kernel *k, void **out, size_t *n, bool *truncated);
+static int ps_fn(const struct vmi_kernel *k, void **o, size_t *n, bool *t)
+{
+	return vmi_ps(k, (struct vmi_task **)o, n, t);
+}
+static int lsmod_fn(const struct vmi_kernel *k, void **o, size_t *n, bool *t)
+{
+	return vmi_lsmod(k, (struct vmi_module **)o, n, t);
+}
+static int netdev_fn(const struct vmi_kernel *k, void **o, size_t *n, bool *t)
+{
+	return vmi_netdev(k, (struct vmi_netdev **)o, n, t);
+}
+
+static int read_view(const struct vmi_kernel *k, view_fn fn, size_t elem, bool racy, void **out, size_t *n,
+		     bool *truncated, bool *unstable)
+{
+	*unstable = false;
+	int rc = fn(k, out, n, truncated);
+	if (rc < 0 || !racy)
+		return rc;
+	for (int i = 1; i < STABLE_READS; i++) {
+		void *again;
+		size_t n2;
+		bool t2;
+		if ((rc = fn(k, &again, &n2, &t2)) < 0) {
+			free(*out);
+			return rc;
+		}
+		bool same = n2 == *n && t2 == *truncated && (!n2 || !memcmp(again, *out, n2 * elem));
+		free(*out);
+		*out = again;
+		*n = n2;
+		*truncated = t2;
+		if (same)
+			return 0;
+	}
+	*unstable = true;
+	return 0;
+}
+
+static void unstable_note(bool json, bool unstable, const char *what)
+{
+	if (!unstable)
+		return;
+	if (json)
+		printf(",\"unstable\":true");
+	else
+		printf("warning: the %s changed on each of %d reads of the running VM; use --pause for a "
+		       "consistent view\n", what, STABLE_READS);
+}
+
 static int cmp_task(const void *a, const void *b)
 {
 	const struct vmi_task *x = a, *y = b;
 	return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-static int show_ps(const struct vmi_kernel *k, bool json)
+static int show_ps(const struct vmi_kernel *k, bool json, bool racy)
 {
 	struct vmi_task *t;
 	size_t n;
-	bool truncated;
-	int rc = vmi_ps(k, &t, &n, &truncated);
+	bool truncated, unstable;
+	int rc = read_view(k, ps_fn, sizeof(*t), racy, (void **)&t, &n, &truncated, &unstable);
 	if (rc < 0)
 		return rc;
 	qsort(t, n, sizeof(*t), cmp_task);
@@ -146,7 +203,9 @@ static int show_ps(const struct vmi_kernel *k, bool json)
 			json_str(t[i].comm);
 			printf(",\"kthread\":%s,\"task\":\"%#" PRIx64 "\"}", t[i].kthread ? "true" : "false", t[i].addr);
 		}
-		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+		printf("],\"truncated\":%s", truncated ? "true" : "false");
+		unstable_note(json, unstable, "task list");
+		printf("}\n");
 	} else {
 		printf("%7s %7s %10s %s %-16s %s\n", "PID", "PPID", "UID", "S", "COMM", "TASK");
 		for (size_t i = 0; i < n; i++)
@@ -154,17 +213,18 @@ static int show_ps(const struct vmi_kernel *k, bool json)
 			       t[i].state_char, clean(t[i].comm, buf, sizeof(buf)), t[i].addr);
 		if (truncated)
 			printf("warning: the task list is broken or loops; the list above is incomplete\n");
+		unstable_note(json, unstable, "task list");
 	}
 	free(t);
 	return 0;
 }
 
-static int show_lsmod(const struct vmi_kernel *k, bool json)
+static int show_lsmod(const struct vmi_kernel *k, bool json, bool racy)
 {
 	struct vmi_module *m;
 	size_t n;
-	bool truncated;
-	int rc = vmi_lsmod(k, &m, &n, &truncated);
+	bool truncated, unstable;
+	int rc = read_view(k, lsmod_fn, sizeof(*m), racy, (void **)&m, &n, &truncated, &unstable);
 	if (rc < 0)
 		return rc;
 	char buf[64];
@@ -177,7 +237,9 @@ static int show_lsmod(const struct vmi_kernel *k, bool json)
 			       "\"}",
 			       m[i].base, m[i].size, m[i].state, m[i].addr);
 		}
-		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+		printf("],\"truncated\":%s", truncated ? "true" : "false");
+		unstable_note(json, unstable, "module list");
+		printf("}\n");
 	} else {
 		printf("%-24s %-18s %8s\n", "NAME", "BASE", "SIZE");
 		for (size_t i = 0; i < n; i++)
@@ -185,17 +247,18 @@ static int show_lsmod(const struct vmi_kernel *k, bool json)
 			       m[i].size);
 		if (truncated)
 			printf("warning: the module list is broken or loops; the list above is incomplete\n");
+		unstable_note(json, unstable, "module list");
 	}
 	free(m);
 	return 0;
 }
 
-static int show_netdev(const struct vmi_kernel *k, bool json)
+static int show_netdev(const struct vmi_kernel *k, bool json, bool racy)
 {
 	struct vmi_netdev *d;
 	size_t n;
-	bool truncated;
-	int rc = vmi_netdev(k, &d, &n, &truncated);
+	bool truncated, unstable;
+	int rc = read_view(k, netdev_fn, sizeof(*d), racy, (void **)&d, &n, &truncated, &unstable);
 	if (rc < 0)
 		return rc;
 	char buf[32];
@@ -208,7 +271,9 @@ static int show_netdev(const struct vmi_kernel *k, bool json)
 			       d[i].flags, d[i].flags & VMI_IFF_UP ? "true" : "false",
 			       d[i].flags & VMI_IFF_PROMISC ? "true" : "false", d[i].promiscuity);
 		}
-		printf("],\"truncated\":%s}\n", truncated ? "true" : "false");
+		printf("],\"truncated\":%s", truncated ? "true" : "false");
+		unstable_note(json, unstable, "device list");
+		printf("}\n");
 	} else {
 		printf("%-16s %-8s %s\n", "NAME", "FLAGS", "");
 		for (size_t i = 0; i < n; i++)
@@ -216,6 +281,7 @@ static int show_netdev(const struct vmi_kernel *k, bool json)
 			       d[i].flags & VMI_IFF_UP ? "UP" : "DOWN", d[i].flags & VMI_IFF_PROMISC ? " PROMISC" : "");
 		if (truncated)
 			printf("warning: the device list is broken or loops; the list above is incomplete\n");
+		unstable_note(json, unstable, "device list");
 	}
 	free(d);
 	return 0;
@@ -226,7 +292,14 @@ static const char *sev_name(enum vmi_severity s)
 	return s == VMI_SEV_CRITICAL ? "critical" : s == VMI_SEV_WARNING ? "warning" : "info";
 }
 
-static int run_check(const struct vmi_kernel *k, const char *baseline, bool json, bool print, size_t *nfind)
+static bool same_finding(const struct vmi_finding *a, const struct vmi_finding *b)
+{
+	return a->sev == b->sev && !strcmp(a->check, b->check) && !strcmp(a->what, b->what) &&
+	       !strcmp(a->evidence, b->evidence);
+}
+
+static int run_check(const struct vmi_kernel *k, const char *baseline, bool json, bool print, bool racy,
+		     size_t *nfind)
 {
 	struct vmi_findings fs = { 0 };
 	struct vmi_check_opts o = { .msrs = k->mem->have_msrs ? &k->mem->msrs : NULL, .baseline = baseline };
@@ -234,6 +307,33 @@ static int run_check(const struct vmi_kernel *k, const char *baseline, bool json
 	if (rc < 0) {
 		vmi_findings_free(&fs);
 		return rc;
+	}
+	/* Reading a running VM, the views a check compares are read at different
+	 * moments: a process forked between the task-list walk and the PID IDR
+	 * walk looks hidden. A real finding persists, so check again and keep as
+	 * findings only what both runs saw; the rest become notes. */
+	if (racy && vmi_findings_count(&fs, VMI_SEV_WARNING)) {
+		struct vmi_findings again = { 0 };
+		rc = vmi_check(k, &o, &again);
+		if (rc < 0) {
+			vmi_findings_free(&fs);
+			vmi_findings_free(&again);
+			return rc;
+		}
+		for (size_t i = 0; i < again.n; i++) {
+			struct vmi_finding *f = &again.f[i];
+			bool seen = f->sev == VMI_SEV_INFO;
+			for (size_t j = 0; j < fs.n && !seen; j++)
+				seen = same_finding(f, &fs.f[j]);
+			if (!seen) {
+				char what[sizeof(f->what)];
+				snprintf(what, sizeof(what), "transient (one read of the running VM only): %.110s", f->what);
+				memcpy(f->what, what, sizeof(what));
+				f->sev = VMI_SEV_INFO;
+			}
+		}
+		vmi_findings_free(&fs);
+		fs = again;
 	}
 	size_t bad = vmi_findings_count(&fs, VMI_SEV_WARNING);
 	*nfind = bad;
@@ -284,7 +384,7 @@ static int run_quiet(const struct vmi_kernel *k, const char *view)
 		if ((rc = vmi_netdev(k, &d, &n, &truncated)) == 0)
 			free(d);
 	} else if (!strcmp(view, "check")) {
-		rc = run_check(k, NULL, false, false, &n);
+		rc = run_check(k, NULL, false, false, false, &n);
 	}
 	return rc;
 }
@@ -384,17 +484,20 @@ int cmd_inspect(int argc, char **argv)
 	struct vmi_mem mem;
 	struct vmi_kernel k;
 	struct live_vm lv = { .fd = -1 };
-	bool paused_here = false;
+	bool paused_here = false, racy = false;
 	int rc;
 	if (image) {
 		rc = vmi_mem_open_file(&mem, image);
 	} else {
 		rc = live_open(&lv, name);
 		char state[32] = "";
+		if (rc == 0)
+			rc = live_call(&lv, "info", state, sizeof(state));
+		/* A VM that keeps running is read racily (read_view, run_check). */
+		racy = rc == 0 && !pause && strcmp(state, "paused");
 		/* Pause only a running VM, and resume only what we paused: a VM the
 		 * user paused stays paused. */
-		if (rc == 0 && pause && (rc = live_call(&lv, "info", state, sizeof(state))) == 0 &&
-		    strcmp(state, "paused")) {
+		if (rc == 0 && pause && strcmp(state, "paused")) {
 			guard_pause(lv.fd); /* before the pause: no window without the guard */
 			rc = live_call(&lv, "pause", NULL, 0);
 			paused_here = rc == 0;
@@ -418,7 +521,7 @@ int cmd_inspect(int argc, char **argv)
 	double t1 = now_ms();
 	size_t findings = 0;
 	if (!strcmp(view, "check"))
-		rc = run_check(&k, baseline, json, true, &findings);
+		rc = run_check(&k, baseline, json, true, racy, &findings);
 	else if (!strcmp(view, "info")) {
 		char source[300];
 		if (image)
@@ -429,11 +532,11 @@ int cmd_inspect(int argc, char **argv)
 		rc = show_info(&k, source, json);
 	}
 	else if (!strcmp(view, "ps"))
-		rc = show_ps(&k, json);
+		rc = show_ps(&k, json, racy);
 	else if (!strcmp(view, "lsmod"))
-		rc = show_lsmod(&k, json);
+		rc = show_lsmod(&k, json, racy);
 	else
-		rc = show_netdev(&k, json);
+		rc = show_netdev(&k, json, racy);
 	double t2 = now_ms();
 	/* Warm runs: symbols and types are already recovered. */
 	double *runs = repeat > 1 ? calloc((size_t)repeat - 1, sizeof(double)) : NULL;
