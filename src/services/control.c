@@ -405,8 +405,9 @@ static void client_send_fd(struct ctl_client *c, const char *resp, int fd)
 	do
 		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
+	int e = errno;
 	close(fd);
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+	if (n < 0 && e != EAGAIN && e != EWOULDBLOCK)
 		c->dead = true;
 	else if ((size_t)(n < 0 ? 0 : n) < len + 1)
 		client_send(c, line + (n < 0 ? 0 : n), len + 1 - (size_t)(n < 0 ? 0 : n));
