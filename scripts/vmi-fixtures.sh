@@ -23,6 +23,9 @@
 #   build/vmi/guest-infected-pre.elf  the same boot dumped just before insmod
 #                            (clean; same KASLR slide: the text baseline)
 #   build/vmi/rootkit.log    why the rootkit build failed, if it did
+#   build/linux-bpo/vmlinuz  Debian's bookworm-backports cloud kernel (6.12), for
+#                            the offline test of the >= 6.4 kallsyms order
+#                            (scripts/vmi-fixture-newkernel.sh; optional)
 #
 # The clean guests must give zero `vmsvc inspect check` findings, so nothing
 # in them is promiscuous or holds a packet socket.
@@ -52,6 +55,11 @@ BB=$LINUX/extract/bin/busybox
 [ -x "$BB" ] || die "no busybox in $LINUX/extract (rerun scripts/build-linux-guest.sh)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 mkdir -p "$OUT"
+
+# --- offline fixture for the >= 6.4 kallsyms order: a newer Debian kernel ----
+# (only its bzImage is needed, nothing boots it; optional: the test skips it)
+"$REPO/scripts/vmi-fixture-newkernel.sh" "$REPO/build/linux-bpo" ||
+    say "no >= 6.4 kernel fixture (tests/unit/test_vmi_fixtures.c will skip it)"
 
 RKSRC=$REPO/tests/vmi/rootkit
 if [ $FORCE = 0 ] && [ -s "$OUT/guest-la57.elf" ] && [ -s "$OUT/guest-la57-ps.txt" ] &&

@@ -11,6 +11,7 @@
  * "error" of the response. */
 #ifndef VMSVC_CONTROL_H
 #define VMSVC_CONTROL_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ typedef int (*control_cmd_fn)(void *opaque, struct json_object *req, struct json
 struct control_config {
 	const char *name;   /* VM name; NULL = "vm-PID" */
 	const char *path;   /* socket path; NULL = control_default_path(name) */
+	bool start_paused;  /* vmsvc run --paused: the CLI takes the socket's pause before vm_run */
 };
 
 /* Create the service for vm (NULL: no VM, only the dispatcher — unit tests):
@@ -48,6 +50,11 @@ void control_destroy(struct control *ctl);
 /* Add or replace a command. name: 1..31 chars. Thread-safe. */
 int control_register_command(struct control *ctl, const char *name, control_cmd_fn fn, void *opaque);
 void control_unregister_command(struct control *ctl, const char *name);
+
+/* From inside a command handler: send fd (SCM_RIGHTS) with this command's
+ * response; ownership passes to the control service, which closes it after
+ * sending (or at once if the command fails or has no socket client). */
+void control_reply_fd(struct control *ctl, int fd);
 
 /* The socket path the service listens on ("" before control_start). */
 const char *control_socket_path(const struct control *ctl);

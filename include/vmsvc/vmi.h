@@ -39,6 +39,12 @@ struct vmi_range {
 #define VMI_MAX_RANGES 64
 #define VMI_MAX_CPUS 64
 
+/* MSRs of a live VM or vmsvc snapshot (KVM_GET_MSRS); images have none. */
+struct vmi_msrs {
+	uint64_t lstar, cstar, sysenter_eip;
+	bool have_cstar, have_sysenter;
+};
+
 struct vmi_mem {
 	unsigned nranges;
 	struct vmi_range range[VMI_MAX_RANGES]; /* sorted by pa, non-overlapping */
@@ -48,21 +54,33 @@ struct vmi_mem {
 	unsigned ncpus;
 	struct pw_regs cpu[VMI_MAX_CPUS];
 	uint64_t cpu_rip[VMI_MAX_CPUS];
+	/* vCPU 0's syscall MSRs (live VM, vmsvc snapshot): for vmi_check_msrs. */
+	bool have_msrs;
+	struct vmi_msrs msrs;
 	/* owned resources */
 	void *map;
 	size_t map_len;
 	void *buf;
 };
 
-/* Open a memory image: an ELF core (QEMU dump-guest-memory, detected by magic)
- * or else a raw flat file holding physical memory from address 0. */
+/* Open a memory image: a vmsvc snapshot (its directory, or its state or memory
+ * file), an ELF core (QEMU dump-guest-memory, detected by magic) or else a raw
+ * flat file holding physical memory from address 0. */
 int vmi_mem_open_file(struct vmi_mem *m, const char *path);
+/* A vmsvc snapshot directory (docs/snapshot-format.md): RAM from DIR/memory at
+ * the header's regions; vCPU registers and MSRs from the state file as hints
+ * (vmi_snap.c). The state file is validated in full (checksums included). */
+int vmi_mem_open_snapshot(struct vmi_mem *m, const char *dir);
 /* The same on bytes already in memory (tests, fuzzing); `img` must outlive m. */
 int vmi_mem_from_elfcore(struct vmi_mem *m, const uint8_t *img, size_t len);
 int vmi_mem_from_flat(struct vmi_mem *m, const uint8_t *img, size_t len, uint64_t base_pa);
 /* A live VM's RAM; regions must stay mapped while m is used. */
 int vmi_mem_from_guest(struct vmi_mem *m, const struct guest_mem *g);
 void vmi_mem_close(struct vmi_mem *m);
+/* Register the "memory" control command (control_mem.c, docs/api.md) that
+ * hands `vmsvc inspect NAME` the guest RAM fd, layout and vCPU registers. */
+struct control;
+int vmi_control_register(struct control *ctl);
 
 /* Read [pa, pa+len) (may span ranges that touch); 0 or -EFAULT. */
 int vmi_read_phys(const struct vmi_mem *m, uint64_t pa, void *dst, size_t len);
@@ -94,6 +112,9 @@ struct vmi_kallsyms {
 	uint64_t relative_base;  /* runtime _text (relocated at boot) */
 	bool absolute_percpu;    /* offsets >= 0 are absolute (per-CPU symbols) */
 	enum vmi_ks_layout layout;
+	/* where the time went (ms, CLOCK_MONOTONIC): finding the tables, decoding
+	 * the names, the address order, the name index (inspect --timing) */
+	double ms_find, ms_decode, ms_sort, ms_index;
 	/* physical addresses of the tables where they were found */
 	uint64_t pa_names, pa_markers, pa_token_table, pa_token_index, pa_offsets, pa_relative_base;
 };
@@ -172,7 +193,10 @@ struct vmi_kernel {
 	char release[65];     /* init_uts_ns.name.release */
 	char hints[512];      /* mismatches with VMCOREINFO/QEMU notes, "" if none */
 	char btf_err[192];    /* why there is no BTF ("" when k->btf is set) */
+	double ms_layout, ms_btf, ms_offsets; /* time of the steps after kallsyms (--timing) */
 };
+/* CLOCK_MONOTONIC in milliseconds (phase timings). */
+double vmi_now_ms(void);
 
 enum {
 	VMI_OPEN_NO_BTF = 1,  /* symbols only (no type information needed) */
@@ -252,12 +276,6 @@ struct vmi_findings {
 void vmi_findings_free(struct vmi_findings *fs);
 /* Number of entries with severity >= min. */
 size_t vmi_findings_count(const struct vmi_findings *fs, enum vmi_severity min);
-
-/* MSRs of a live VM or vmsvc snapshot (KVM_GET_MSRS); images have none. */
-struct vmi_msrs {
-	uint64_t lstar, cstar, sysenter_eip;
-	bool have_cstar, have_sysenter;
-};
 
 struct vmi_check_opts {
 	const struct vmi_msrs *msrs; /* NULL: not available (memory image) */

@@ -22,7 +22,8 @@ static void resume_usage(FILE *f)
 		"Continue a VM saved with 'vmsvc suspend'. A wrong key or a damaged, truncated or\n"
 		"newer file is refused (exit status 2) before anything runs.\n"
 		"options (as for 'vmsvc run'): --serial stdio|file:PATH|none, --disk SPEC (the same\n"
-		"number as when suspended), --net SPEC, --name NAME, --control PATH, --stats, -v, -q\n");
+		"number as when suspended), --net SPEC, --name NAME, --control PATH, --paused, --stats,\n"
+		"-v, -q\n");
 }
 
 int cmd_resume_file(int argc, char **argv)
@@ -33,7 +34,8 @@ int cmd_resume_file(int argc, char **argv)
 		{ "net", required_argument, 0, 'n' },             { "name", required_argument, 0, 'N' },
 		{ "control", required_argument, 0, 'C' },         { "stats", no_argument, 0, 'S' },
 		{ "verbose", no_argument, 0, 'v' },               { "quiet", no_argument, 0, 'q' },
-		{ "help", no_argument, 0, 'h' },                  { 0, 0, 0, 0 },
+		{ "help", no_argument, 0, 'h' },                  { "paused", no_argument, 0, 'p' },
+		{ 0, 0, 0, 0 },
 	};
 	struct vm_config cfg = { .serial_out_fd = STDOUT_FILENO, .serial_in_fd = STDIN_FILENO, .restore_mem_fd = -1 };
 	struct control_config ctl_cfg = { 0 };
@@ -47,6 +49,7 @@ int cmd_resume_file(int argc, char **argv)
 		case 's': serial = optarg; break;
 		case 'N': ctl_cfg.name = optarg; break;
 		case 'C': ctl_cfg.path = optarg; break;
+		case 'p': ctl_cfg.start_paused = true; break;
 		case 'S': cfg.stats = true; break;
 		case 'd':
 		case 'n':

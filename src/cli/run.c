@@ -16,6 +16,7 @@
 #include <vmsvc/services.h>
 #include <vmsvc/suspend.h>
 #include <vmsvc/vm.h>
+#include <vmsvc/vmi.h>
 #include <vmsvc/vmstate.h>
 #include "cli/cli.h"
 
@@ -58,6 +59,8 @@ static void run_usage(FILE *f)
 		"  -v, --verbose            more messages;  -q, --quiet  errors only\n"
 		"      --restore DIR        continue the snapshot in DIR (vmsvc snapshot); memory,\n"
 		"                           vCPUs and devices come from it; give the same --disk/--net\n"
+		"      --paused             create the VM and its control socket but run no vCPU until\n"
+		"                           'vmsvc resume NAME' (e.g. to inspect a restored snapshot)\n"
 		"  -h, --help               this text\n"
 		"\n"
 		"Console: Ctrl-A x quits, Ctrl-A h helps.\n"
@@ -155,6 +158,7 @@ static void teardown_in_background(void)
 
 int run_configured(struct vm_config cfg, const char *serial, const struct control_config *ctl_cfg)
 {
+	bool start_paused = ctl_cfg->start_paused;
 	int out_fd = -1;
 	if (!strcmp(serial, "stdio")) {
 		cfg.serial_out_fd = STDOUT_FILENO;
@@ -216,8 +220,30 @@ int run_configured(struct vm_config cfg, const char *serial, const struct contro
 	if (ctl) { /* "snapshot" (replaces the control service's placeholder), "suspend" */
 		snapshot_control_register(ctl, vm);
 		suspend_control_register(ctl, vm);
+		vmi_control_register(ctl);   /* "memory": for vmsvc inspect NAME */
 	}
 #endif
+	/* --paused: the pause is the control socket's own, so `vmsvc resume NAME`
+	 * releases it; taken before any vCPU thread exists, so no guest
+	 * instruction runs before that. */
+	if (start_paused) {
+		static const char req[] = "{\"cmd\":\"pause\"}";
+		char *resp = NULL;
+		if (!ctl || control_handle_line(ctl, req, sizeof(req) - 1, &resp) < 0 || !resp ||
+		    !strstr(resp, "\"ok\":true")) {
+			fprintf(stderr, "vmsvc: --paused needs the control socket (nothing could resume the VM)\n");
+			free(resp);
+			if (ctl) {
+				control_stop(ctl);
+				control_destroy(ctl);
+			}
+			vm_destroy(vm);
+			if (out_fd >= 0)
+				close(out_fd);
+			return EXIT_START_FAILURE;
+		}
+		free(resp);
+	}
 	struct stats *stats = NULL;
 	if (cfg.stats && stats_attach(vm, &stats) < 0)
 		log_warn("%s", err_msg());
@@ -276,6 +302,7 @@ int cmd_run(int argc, char **argv)
 		{ "disk", required_argument, 0, 'd' },    { "net", required_argument, 0, 'n' },
 		{ "restore", required_argument, 0, 'r' },
 		{ "mem-shared", no_argument, 0, 'M' },
+		{ "paused", no_argument, 0, 'P' },
 		{ 0, 0, 0, 0 },
 	};
 	struct vm_config cfg = { .mem_size = 512ULL << 20, .ncpus = 1, .serial_out_fd = STDOUT_FILENO,
@@ -313,6 +340,7 @@ int cmd_run(int argc, char **argv)
 		case 'R': cfg.rng = true; break;
 		case 'r': cfg.restore_dir = optarg; break;
 		case 'N': ctl_cfg.name = optarg; break;
+		case 'P': ctl_cfg.start_paused = true; break;
 		case 'C': ctl_cfg.path = optarg; break;
 		case 'd':
 		case 'n':

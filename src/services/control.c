@@ -379,6 +379,49 @@ static void client_send_json(struct ctl_client *c, struct json_object *o)
 	json_object_put(o);
 }
 
+/* A response carrying a file descriptor (control_reply_fd): the fd rides on
+ * the response's first bytes, so they must not queue behind other output. A
+ * client whose output is backed up gets the response without the fd (it
+ * reports that); the fd is always closed here. */
+static void client_send_fd(struct ctl_client *c, const char *resp, int fd)
+{
+	size_t len = strlen(resp);
+	char *line = malloc(len + 1);
+	client_flush(c);
+	if (!line || c->dead || c->out_len > c->out_off) {
+		free(line);
+		close(fd);
+		client_send(c, resp, len);
+		client_send(c, "\n", 1);
+		return;
+	}
+	memcpy(line, resp, len);
+	line[len] = '\n';
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	memset(&cm, 0, sizeof(cm));
+	struct iovec iov = { .iov_base = line, .iov_len = len + 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(int));
+	ssize_t n;
+	do
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	int e = errno;
+	close(fd);
+	if (n < 0 && e != EAGAIN && e != EWOULDBLOCK)
+		c->dead = true;
+	else if ((size_t)(n < 0 ? 0 : n) < len + 1)
+		client_send(c, line + (n < 0 ? 0 : n), len + 1 - (size_t)(n < 0 ? 0 : n));
+	free(line);
+}
+
 static void client_free(struct control *ctl, int idx)
 {
 	struct ctl_client *c = ctl->clients[idx];
@@ -404,8 +447,13 @@ static void client_line(struct control *ctl, struct ctl_client *c, const char *l
 		c->dead = true;
 		return;
 	}
-	client_send(c, resp, strlen(resp));
-	client_send(c, "\n", 1);
+	int fd = ctl_take_reply_fd(ctl);
+	if (fd >= 0)
+		client_send_fd(c, resp, fd);
+	else {
+		client_send(c, resp, strlen(resp));
+		client_send(c, "\n", 1);
+	}
 	free(resp);
 }
 

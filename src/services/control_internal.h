@@ -56,6 +56,7 @@ struct control {
 	ino_t sock_ino;
 	int sub_id;
 	int pause_held;                   /* the control socket holds one vm_pause (atomic) */
+	int reply_fd_plus1;               /* fd to pass with the current response + 1 (0: none) */
 
 	pthread_mutex_t cmd_lock;
 	struct ctl_cmd cmds[CTL_MAX_CMDS];
@@ -99,6 +100,8 @@ int ctl_handle_request(struct control *ctl, struct ctl_client *client, const cha
 int ctl_subscribe(struct control *ctl, struct ctl_client *client, struct json_object *req, struct json_object **result);
 void ctl_register_builtins(struct control *ctl);
 void ctl_register_regs(struct control *ctl);   /* control_regs.c */
+/* The fd a handler attached with control_reply_fd (or -1); the caller owns it. */
+int ctl_take_reply_fd(struct control *ctl);
 uint64_t ctl_now_ns(int clock);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <vmsvc/err.h>
 #include "services/control_internal.h"
 
@@ -192,6 +193,9 @@ int ctl_handle_request(struct control *ctl, struct ctl_client *client, const cha
 		}
 	}
 	if (r < 0) {
+		int fd = ctl_take_reply_fd(ctl);   /* an fd goes only with a success */
+		if (fd >= 0)
+			close(fd);
 		json_object_put(result);
 		*response = error_response(id, err_msg());
 	} else {
@@ -205,11 +209,30 @@ int ctl_handle_request(struct control *ctl, struct ctl_client *client, const cha
 	return *response ? 0 : -ENOMEM;
 }
 
+void control_reply_fd(struct control *ctl, int fd)
+{
+	int old = ctl_take_reply_fd(ctl);
+	if (old >= 0)
+		close(old);
+	ctl->reply_fd_plus1 = fd + 1;
+}
+
+int ctl_take_reply_fd(struct control *ctl)
+{
+	int fd = ctl->reply_fd_plus1 - 1;
+	ctl->reply_fd_plus1 = 0;
+	return fd;
+}
+
 int control_handle_line(struct control *ctl, const char *line, size_t len, char **response)
 {
 	if (!ctl || !line || !response)
 		return -EINVAL;
-	return ctl_handle_request(ctl, NULL, line, len, response);
+	int r = ctl_handle_request(ctl, NULL, line, len, response);
+	int fd = ctl_take_reply_fd(ctl);   /* no socket to pass it over */
+	if (fd >= 0)
+		close(fd);
+	return r;
 }
 
 #endif /* HAVE_JSONC */

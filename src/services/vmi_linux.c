@@ -70,6 +70,35 @@ static bool image_str(const struct vmi_kernel *k, uint64_t va, char *out, size_t
 	return true;
 }
 
+/* Is linux_banner at physical address pa, consistently with the tables we
+ * decoded? Sets phys_base and the release on success. */
+static bool try_banner(struct vmi_kernel *k, uint64_t pa, uint64_t banner, bool have_proc, uint64_t proc_banner)
+{
+	const uint8_t *p = vmi_phys_ptr(k->mem, pa, strlen(BANNER));
+	if (!p || memcmp(p, BANNER, strlen(BANNER)))
+		return false;
+	uint64_t old = k->phys_base;
+	k->phys_base = pa - (banner - VMI_KERNEL_MAP);
+	/* The tables we decoded must lie inside this image... */
+	uint64_t tt_va = k->ks.pa_token_table + (banner - pa);
+	char s[16];
+	if (tt_va < k->text || tt_va >= k->image_end ||
+	    /* ...and the second banner must be where kallsyms says. */
+	    (have_proc && (!image_str(k, proc_banner, s, sizeof(s)) || strncmp(s, "%s version %s", 13)))) {
+		k->phys_base = old;
+		return false;
+	}
+	char rel[80];
+	if (image_str(k, banner, rel, sizeof(rel))) {
+		size_t n = strcspn(rel + strlen(BANNER), " ");
+		if (n >= sizeof(k->release))
+			n = sizeof(k->release) - 1;
+		memcpy(k->release, rel + strlen(BANNER), n);
+		k->release[n] = 0;
+	}
+	return true;
+}
+
 /* Step 2 of the strategy: K = va - pa for the kernel image, from linux_banner. */
 static int find_image(struct vmi_kernel *k)
 {
@@ -79,33 +108,20 @@ static int find_image(struct vmi_kernel *k)
 		return rc;
 	bool have_proc = vmi_ksym_addr(&k->ks, "linux_proc_banner", &proc_banner) == 0;
 	/* The tables lie inside [text, image_end), so linux_banner's physical
-	 * address is within one image size below/above them, in the same 4 KiB
-	 * page offset: a few thousand candidates, each checked with a memcmp. */
+	 * address is within one image size below/above them. x86-64 loads the
+	 * kernel at a CONFIG_PHYSICAL_ALIGN (a multiple of 2 MiB) boundary and
+	 * links _text 2 MiB-aligned, so phys_base is a multiple of 2 MiB: try
+	 * those few candidates first; then every page (a few thousand, each
+	 * touching another page of the image), for kernels loaded otherwise. */
 	uint64_t tt = k->ks.pa_token_table, size = k->image_end - k->text;
 	uint64_t lo = tt > size ? tt - size : 0, hi = tt + size;
-	for (uint64_t pa = (lo & ~0xfffULL) | (banner & 0xfff); pa < hi; pa += 0x1000) {
-		const uint8_t *p = vmi_phys_ptr(k->mem, pa, strlen(BANNER));
-		if (!p || memcmp(p, BANNER, strlen(BANNER)))
-			continue;
-		k->phys_base = pa - (banner - VMI_KERNEL_MAP);
-		/* The tables we decoded must lie inside this image... */
-		uint64_t tt_va = tt + (banner - pa);
-		if (tt_va < k->text || tt_va >= k->image_end)
-			continue;
-		/* ...and the second banner must be where kallsyms says. */
-		char s[16];
-		if (have_proc && (!image_str(k, proc_banner, s, sizeof(s)) || strncmp(s, "%s version %s", 13)))
-			continue;
-		char rel[80];
-		if (image_str(k, banner, rel, sizeof(rel))) {
-			size_t n = strcspn(rel + strlen(BANNER), " ");
-			if (n >= sizeof(k->release))
-				n = sizeof(k->release) - 1;
-			memcpy(k->release, rel + strlen(BANNER), n);
-			k->release[n] = 0;
-		}
-		return 0;
-	}
+	uint64_t boff = banner - VMI_KERNEL_MAP;
+	for (uint64_t pb = lo > boff ? (lo - boff + 0x1fffff) & ~0x1fffffULL : 0; pb + boff < hi; pb += 0x200000)
+		if (try_banner(k, pb + boff, banner, have_proc, proc_banner))
+			return 0;
+	for (uint64_t pa = (lo & ~0xfffULL) | (banner & 0xfff); pa < hi; pa += 0x1000)
+		if (try_banner(k, pa, banner, have_proc, proc_banner))
+			return 0;
 	return err_set(ENOENT, "kernel image not found: no linux_banner consistent with kallsyms");
 }
 
@@ -195,6 +211,12 @@ static int load_btf(struct vmi_kernel *k)
 	if (stop <= start || stop - start > BTF_MAX_LEN)
 		return err_set(EINVAL, "BTF bounds %#" PRIx64 "..%#" PRIx64 " are implausible", start, stop);
 	size_t len = (size_t)(stop - start);
+	/* The blob is in the kernel image (one physical range): libbpf copies it
+	 * anyway, so hand it the mapping instead of copying it twice. */
+	const uint8_t *direct = start >= k->text && stop <= k->image_end ? vmi_phys_ptr(k->mem, image_pa(k, start), len)
+									: NULL;
+	if (direct)
+		return vmi_btf_new(&k->btf, direct, len);
 	uint8_t *blob = malloc(len);
 	if (!blob)
 		return err_set(ENOMEM, "out of memory for %zu bytes of BTF", len);
@@ -226,6 +248,7 @@ int vmi_kernel_open(struct vmi_kernel *k, struct vmi_mem *m, unsigned flags)
 		return err_set(EINVAL, "kernel image bounds %#" PRIx64 "..%#" PRIx64 " are implausible", k->text, v);
 	}
 	k->image_end = v;
+	double t0 = vmi_now_ms();
 	rc = find_image(k);
 	if (rc < 0) {
 		vmi_kernel_close(k);
@@ -236,13 +259,18 @@ int vmi_kernel_open(struct vmi_kernel *k, struct vmi_mem *m, unsigned flags)
 		hint(k, "the kernel's phys_base variable is %#" PRIx64 ", the image is at %#" PRIx64, pb, k->phys_base);
 	find_page_tables(k);
 	check_vmcoreinfo(k);
+	double t1 = vmi_now_ms();
+	k->ms_layout = t1 - t0;
 	/* Without BTF the symbols still work; the views then fail closed with
 	 * the reason (vmi_offsets_resolve records it). */
 	if (!(flags & VMI_OPEN_NO_BTF) && load_btf(k) < 0)
 		snprintf(k->btf_err, sizeof(k->btf_err), "%s", err_msg());
 	else if (flags & VMI_OPEN_NO_BTF)
 		snprintf(k->btf_err, sizeof(k->btf_err), "opened without type information");
+	double t2 = vmi_now_ms();
+	k->ms_btf = t2 - t1;
 	vmi_offsets_resolve(k);
+	k->ms_offsets = vmi_now_ms() - t2;
 	err_clear();
 	return 0;
 }

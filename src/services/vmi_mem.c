@@ -3,6 +3,7 @@
  * checked against the file size before use. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -150,9 +151,44 @@ int vmi_mem_from_guest(struct vmi_mem *m, const struct guest_mem *g)
 	return finish_ranges(m);
 }
 
+/* The snapshot directory `path` belongs to, if it is one (the directory, its
+ * state file, or a file next to a state file): 1 with dir set, else 0. */
+static int snapshot_dir_of(const char *path, char *dir, size_t size)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return 0;
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(dir, size, "%s", path);
+		return 1;
+	}
+	const char *slash = strrchr(path, '/');
+	int n = slash ? snprintf(dir, size, "%.*s", (int)(slash - path), path) : snprintf(dir, size, ".");
+	if (n < 0 || (size_t)n >= size)
+		return 0;
+	if (!*dir)
+		snprintf(dir, size, "/");
+	const char *base = slash ? slash + 1 : path;
+	if (strcmp(base, "state") && strcmp(base, "memory"))
+		return 0;
+	char state[4096];
+	if (snprintf(state, sizeof(state), "%s/state", dir) >= (int)sizeof(state))
+		return 0;
+	char magic[8];
+	int fd = open(state, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t got = read(fd, magic, sizeof(magic));
+	close(fd);
+	return got == (ssize_t)sizeof(magic) && !memcmp(magic, "VMSVCSNP", 8);
+}
+
 int vmi_mem_open_file(struct vmi_mem *m, const char *path)
 {
 	memset(m, 0, sizeof(*m));
+	char dir[4096];
+	if (snapshot_dir_of(path, dir, sizeof(dir)))
+		return vmi_mem_open_snapshot(m, dir);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(errno, "%s: %s", path, strerror(errno));
