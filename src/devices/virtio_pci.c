@@ -792,9 +792,13 @@ void virtio_pci_destroy(struct virtio_dev *d)
 {
 	if (!d)
 		return;
+	/* The I/O thread first: a callback still running (a virtio-rng answer, a
+	 * completion) may raise the INTx line or an MSI-X vector of d->pci, which
+	 * pci_device_remove frees (a use after free that hung test_pci). */
+	iothread_destroy(d->it);
+	d->it = NULL;
 	if (d->pci)
 		pci_device_remove(d->pci);   /* unmaps BARs: ioeventfds deassigned */
-	iothread_destroy(d->it);
 	if (d->q) {
 		for (unsigned i = 0; i < d->desc.num_queues; i++) {
 			virtq_free(&d->q[i].vq);
