@@ -53,6 +53,8 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 		  struct sealed_writer **out);
 /* Append one record. All-zero 4 KiB pages inside data are stored as runs. */
 int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len);
+/* Change opts.progress_total (when the total is known only after creation). */
+void sealed_set_progress_total(struct sealed_writer *w, uint64_t total);
 /* Finish, fsync, move into place at path, fsync the directory; frees w. */
 int sealed_commit(struct sealed_writer *w);
 /* Drop everything; nothing appears at path; frees w. NULL is fine. */

@@ -22,7 +22,10 @@ static void resume_usage(FILE *f)
 		"Continue a VM saved with 'vmsvc suspend'. A wrong key or a damaged, truncated or\n"
 		"newer file is refused (exit status 2) before anything runs.\n"
 		"options (as for 'vmsvc run'): --serial stdio|file:PATH|none, --disk SPEC (the same\n"
-		"number as when suspended), --net SPEC, --name NAME, --control PATH, --stats, -v, -q\n");
+		"number and images as when suspended), --net SPEC, --name NAME, --control PATH, --stats, -v, -q\n"
+		"A disk suspended with an overlay (overlay=FILE or ephemeral) gets its blocks back in\n"
+		"a new overlay: give its base image with ,overlay=NEWFILE or ,ephemeral (a bare base\n"
+		"image means ,ephemeral). An image that differs from the suspended one is refused.\n");
 }
 
 int cmd_resume_file(int argc, char **argv)
@@ -66,22 +69,22 @@ int cmd_resume_file(int argc, char **argv)
 	const char *file = argv[optind];
 	struct sealed_key *key = NULL;
 	int r = pass ? sealed_key_from_passphrase_file(pass, &key) : sealed_key_from_key_file(keyf, &key);
-	uint8_t *state = NULL;
-	size_t slen = 0;
-	int mem_fd = -1;
+	struct suspend_image img = { .mem_fd = -1 };
 	if (r == 0)
-		r = suspend_load_file(file, key, NULL, &state, &slen, &mem_fd);
+		r = suspend_load_file(file, key, NULL, &cfg, &img);
 	sealed_key_free(key);
+	if (r == 0)
+		r = suspend_image_configure(&img, &cfg);
 	if (r < 0) {
 		fprintf(stderr, "vmsvc: %s\n", err_msg());
+		suspend_image_free(&img);
 		return EXIT_START_FAILURE;
 	}
-	cfg.restore_state = state;
-	cfg.restore_state_len = slen;
-	cfg.restore_mem_fd = mem_fd;
+	cfg.restore_state = img.state;
+	cfg.restore_state_len = img.state_len;
+	cfg.restore_mem_fd = img.mem_fd;
 	cfg.restore_name = file;
 	int status = run_configured(cfg, serial, &ctl_cfg);
-	close(mem_fd);
-	free(state);
+	suspend_image_free(&img);
 	return status;
 }

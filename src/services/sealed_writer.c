@@ -195,6 +195,11 @@ int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint6
 	return 0;
 }
 
+void sealed_set_progress_total(struct sealed_writer *w, uint64_t total)
+{
+	w->opts.progress_total = total;
+}
+
 /* ---- Temp file and atomic placement ---- */
 
 int sealed__no_tmpfile;

@@ -242,7 +242,8 @@ static int cfg_parse(const struct snap_section *s, const char *fname, struct sna
 			bool ok = true;
 			char *end;
 			unsigned long v = strtoul(val, &end, 10);
-			ok = *val && !*end && v <= 1000;
+			/* Only the numeric keys must be numbers: disk=/net= hold specs. */
+			ok = (*val && !*end && v <= 1000) || KEY("disk") || KEY("net");
 			if (KEY("rng"))
 				c->rng = v != 0;
 			else if (KEY("hugepages"))

@@ -168,6 +168,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		r = vm_create_vcpus(vm, NULL);
 		if (r == 0)
 			r = snapshot_restore_state(vm);
+		if (r == 0 && cfg->restore_hook)
+			r = cfg->restore_hook(vm, cfg->restore_hook_arg);
 		if (r < 0)
 			goto fail;
 		*out = vm;
