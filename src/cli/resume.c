@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <vmsvc/control.h>
 #include <vmsvc/err.h>
@@ -70,8 +73,14 @@ int cmd_resume_file(int argc, char **argv)
 	struct sealed_key *key = NULL;
 	int r = pass ? sealed_key_from_passphrase_file(pass, &key) : sealed_key_from_key_file(keyf, &key);
 	struct suspend_image img = { .mem_fd = -1 };
+	struct timespec t0, t1;
+	struct rusage ru0, ru1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	getrusage(RUSAGE_SELF, &ru0);
 	if (r == 0)
 		r = suspend_load_file(file, key, NULL, &cfg, &img);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &ru1);
 	sealed_key_free(key);
 	if (r == 0)
 		r = suspend_image_configure(&img, &cfg);
@@ -80,6 +89,13 @@ int cmd_resume_file(int argc, char **argv)
 		suspend_image_free(&img);
 		return EXIT_START_FAILURE;
 	}
+	struct stat st;
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+		     (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+	if (fstat(img.mem_fd, &st) == 0)   /* scripts/bench/state.sh parses this line */
+		log_info("resume: %s read and verified in %.1f ms, %.1f CPU-ms: %.3f GB/s of guest memory", file, s * 1e3,
+			 cpu * 1e3, (double)st.st_size / s / 1e9);
 	cfg.restore_state = img.state;
 	cfg.restore_state_len = img.state_len;
 	cfg.restore_mem_fd = img.mem_fd;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
 #include <vmsvc/sealed.h>
@@ -42,7 +44,9 @@ static int write_paused(struct vm *vm, struct sealed_writer *w, const uint8_t *d
 		uint64_t n = vm->mem.ram_size - off;
 		if (n > SUSPEND_MEM_RECORD_MAX)
 			n = SUSPEND_MEM_RECORD_MAX;
-		r = sealed_write(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n);
+		/* fd < 0: RAM is a private mapping (restored snapshot), every page is scanned. */
+		r = vm->mem.fd >= 0 ? sealed_write_mapped(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n, vm->mem.fd, off)
+				    : sealed_write(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n);
 		test_slowdown();
 	}
 	if (r == 0)
@@ -52,6 +56,10 @@ static int write_paused(struct vm *vm, struct sealed_writer *w, const uint8_t *d
 
 int suspend_to_file(struct vm *vm, const char *path, const struct sealed_key *key, const struct sealed_opts *opts)
 {
+	struct timespec t0;
+	struct rusage ru0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	getrusage(RUSAGE_SELF, &ru0);
 	sealed_clean_temps(path);
 	struct sealed_opts o = opts ? *opts : (struct sealed_opts){ 0 };
 	struct sealed_writer *w = NULL;
@@ -86,8 +94,17 @@ int suspend_to_file(struct vm *vm, const char *path, const struct sealed_key *ke
 	snprintf(msg, sizeof(msg), "suspended to %.120s", path);
 	vm_request_end(vm, VM_END_USER, 0, msg);
 	vm_resume(vm);
-	log_info("suspend: %s: %llu MiB of memory, %llu MiB of overlay blocks written", path,
-		 (unsigned long long)(vm->mem.ram_size >> 20), (unsigned long long)(disk_bytes >> 20));
+	/* Wall and CPU time (every thread of the process: zstd workers included);
+	 * scripts/bench/state.sh parses this line. */
+	struct timespec t1;
+	struct rusage ru1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &ru1);
+	double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+		     (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+	log_info("suspend: %s: %llu MiB of memory, %llu MiB of overlay blocks written in %.1f ms, %.1f CPU-ms", path,
+		 (unsigned long long)(vm->mem.ram_size >> 20), (unsigned long long)(disk_bytes >> 20), wall * 1e3, cpu * 1e3);
 	return 0;
 }
 
@@ -199,6 +216,7 @@ int suspend_load_file(const char *path, const struct sealed_key *key, const stru
 	*img = (struct suspend_image){ .mem_fd = -1 };
 	struct sealed_opts o = opts ? *opts : (struct sealed_opts){ 0 };
 	o.buf_prezeroed = 1;   /* fresh memfd: zero runs stay holes */
+	o.populate = 1;        /* its pages are allocated on a second core */
 	struct sealed_reader *rd = NULL;
 	int r = sealed_open(path, key, &o, &rd);
 	if (r < 0)
@@ -274,6 +292,7 @@ void suspend_image_free(struct suspend_image *img)
  * {"cmd":"suspend","file":"/abs","key_file":"/abs"} -> {"file":"/abs"}; the VM ends
  * after the reply's file is committed. Runs on the control thread, as vm_pause needs. */
 #ifdef HAVE_JSONC
+#include <time.h>
 #include <json-c/json.h>
 #include <vmsvc/control.h>
 
@@ -283,6 +302,28 @@ static const char *abs_string(struct json_object *req, const char *key)
 	if (!json_object_object_get_ex(req, key, &v) || !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
+}
+
+/* Progress lines to the client at most every 100 ms (it draws a bar on a terminal). */
+struct progress_state {
+	uint64_t last_ns;
+};
+
+static void send_progress(uint64_t done, uint64_t total, void *arg)
+{
+	struct progress_state *ps = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (done < total && now - ps->last_ns < 100000000ull)
+		return;
+	ps->last_ns = now;
+	struct json_object *o = json_object_new_object();
+	if (!o)
+		return;
+	json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
+	json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
+	control_progress(o);
 }
 
 static int suspend_cmd(void *opaque, struct json_object *req, struct json_object **result)
@@ -296,11 +337,21 @@ static int suspend_cmd(void *opaque, struct json_object *req, struct json_object
 		return err_set(EINVAL, "suspend: exactly one of \"passphrase_file\" and \"key_file\" is required");
 	if ((pass ? pass : keyf)[0] != '/')
 		return err_set(EINVAL, "suspend: key file paths must be absolute");
+	struct sealed_opts opts = { .progress = send_progress };
+	struct progress_state ps = { 0 };
+	opts.progress_arg = &ps;
+	struct json_object *lv = NULL;
+	if (json_object_object_get_ex(req, "zstd_level", &lv)) {
+		if (!json_object_is_type(lv, json_type_int) || json_object_get_int(lv) < -7 || json_object_get_int(lv) > 19 ||
+		    json_object_get_int(lv) == 0)
+			return err_set(EINVAL, "suspend: \"zstd_level\" must be an integer in -7..-1 or 1..19");
+		opts.zstd_level = json_object_get_int(lv);
+	}
 	struct sealed_key *key = NULL;
 	int r = pass ? sealed_key_from_passphrase_file(pass, &key) : sealed_key_from_key_file(keyf, &key);
 	if (r < 0)
 		return r;
-	r = suspend_to_file(vm, file, key, NULL);
+	r = suspend_to_file(vm, file, key, &opts);
 	sealed_key_free(key);
 	if (r < 0)
 		return r;
