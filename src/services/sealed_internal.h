@@ -57,6 +57,10 @@ struct sealed_key {
 /* Derive the stream key for a header (salt, limits, kdf id already filled). */
 int sealed__derive(const struct sealed_key *key, const uint8_t *hdr, uint8_t out[SEALED_KEY_BYTES]);
 int sealed__sodium_ready(void);
+/* Key material: sodium_malloc (guard pages, no core dump) + a checked mlock;
+ * free with sodium_free (wipes). sealed__lock_failures counts failed locks. */
+void *sealed__secure_alloc(size_t size);
+extern int sealed__lock_failures;
 
 static inline void sealed__put32(uint8_t *p, uint32_t v)
 {

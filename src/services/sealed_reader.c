@@ -539,7 +539,7 @@ int sealed_open_fd(int fd, const char *name, const struct sealed_key *key, const
 		goto fail;
 	r->pbuf = malloc(r->chunk_size);
 	r->cbuf = malloc(r->chunk_size + ABYTES);
-	r->sec = sodium_malloc(sizeof(*r->sec));
+	r->sec = sealed__secure_alloc(sizeof(*r->sec));
 	if (!r->pbuf || !r->cbuf || !r->sec) {
 		rc = err_set(ENOMEM, "out of memory");
 		goto fail;

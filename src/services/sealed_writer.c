@@ -477,7 +477,7 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 	w->pbuf = malloc(w->psize);
 	w->cbuf = malloc(w->psize + crypto_secretstream_xchacha20poly1305_ABYTES);
 	w->stage = malloc(STAGE_SIZE);
-	w->sec = sodium_malloc(sizeof(*w->sec));
+	w->sec = sealed__secure_alloc(sizeof(*w->sec));
 	if (!w->pbuf || !w->cbuf || !w->stage || !w->sec) {
 		rc = err_set(ENOMEM, "out of memory");
 		goto fail;

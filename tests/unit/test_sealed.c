@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -734,6 +735,55 @@ static double cpu(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* VmLck of this process in KiB (/proc/self/status). */
+static long locked_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Keys, writer and reader secrets are locked in memory while they exist (and
+ * unlocked, i.e. freed through sodium_free, which wipes, afterwards) - also when
+ * loading a key fails half-way. */
+static void test_key_locked(void **state)
+{
+	(void)state;
+	struct rlimit rl;
+	long before = locked_kib();
+	if (before < 0 || getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur < (1u << 20)) {
+		skip();
+		return;
+	}
+	struct sealed_key *k = raw();
+	long with_key = locked_kib();
+	assert_true(with_key > before);
+	struct sealed_writer *w;
+	assert_int_equal(sealed_create(target, k, &fast, &w), 0);
+	assert_true(locked_kib() > with_key);   /* the stream state */
+	sealed_abort(w);
+	assert_int_equal(locked_kib(), with_key);
+	sealed_key_free(k);
+	assert_int_equal(locked_kib(), before);
+	/* Error paths: a key file of the wrong size, a missing one. */
+	char bad[160];
+	snprintf(bad, sizeof(bad), "%s/short.key", dir);
+	FILE *f = fopen(bad, "wb");
+	fputs("short", f);
+	fclose(f);
+	assert_true(sealed_key_from_key_file(bad, &k) < 0);
+	assert_true(sealed_key_from_passphrase_file("/nonexistent/pass", &k) < 0);
+	assert_int_equal(locked_kib(), before);
+	unlink(bad);
+	assert_int_equal(sealed__lock_failures, 0);
+}
+
 /* sealed_write_mapped: holes of the backing memfd are stored as zero without
  * being touched (they stay holes), data pages come back exactly; the reader with
  * populate fills a fresh shared mapping. */
@@ -887,6 +937,7 @@ int main(void)
 		cmocka_unit_test(test_plain_parser),
 		cmocka_unit_test(test_progress),
 		cmocka_unit_test(test_mapped_holes),
+		cmocka_unit_test(test_key_locked),
 		cmocka_unit_test(test_bench),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
