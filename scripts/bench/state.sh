@@ -138,7 +138,7 @@ resume_once() {
 	for _ in $(seq 100); do "$vmsvc" stop "$name" >/dev/null 2>&1 && break; sleep 0.05; done
 	wait "$vm_pid" || true
 	vm_pid=""
-	awk -v ms="$ms" 'BEGIN {printf "%d\n", ms * 1e6}' >>"$tmp/resume.ns"
+	awk -v ms="$ms" 'BEGIN {printf "%.0f\n", ms * 1e6}' >>"$tmp/resume.ns"
 }
 
 : >"$tmp/plain.ns"
