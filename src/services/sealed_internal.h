@@ -31,8 +31,8 @@ enum sealed_kdf { SEALED_KDF_RAW = 0, SEALED_KDF_ARGON2ID = 1 };
 #define SEALED_CHUNK_DEFAULT (1u << 20)
 #define SEALED_DEFAULT_OPS 3ull
 #define SEALED_DEFAULT_MEM (256ull << 20)
-/* zstd --fast=1: on guest memory about a quarter less CPU than level 1 for a
- * file about a tenth larger (docs/benchmarks.md); CPU is what bounds suspend. */
+/* zstd --fast=1: on guest memory 10-25% less CPU than level 1 for a file about
+ * a tenth larger (docs/benchmarks.md); CPU is what bounds suspend. */
 #define SEALED_DEFAULT_LEVEL (-1)
 /* Decompression window bound: the writer never uses more than 2^21 at levels <= 3. */
 #define SEALED_ZSTD_WINDOWLOG_MAX 23
