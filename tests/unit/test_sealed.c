@@ -755,6 +755,11 @@ static long locked_kib(void)
 static void test_key_locked(void **state)
 {
 	(void)state;
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan intercepts mlock and makes it a no-op: nothing to observe. */
+	skip();
+	return;
+#endif
 	struct rlimit rl;
 	long before = locked_kib();
 	if (before < 0 || getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur < (1u << 20)) {
