@@ -438,34 +438,10 @@ long_path:
 	return -1;
 }
 
-/* Progress bar for `vmsvc suspend` on a terminal: bytes done/total and rate. */
-static uint64_t bar_t0_ns;
-static bool bar_drawn;
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
+/* `vmsvc suspend` progress lines drawn as a bar (src/cli/progress.c). */
 static void draw_bar(struct json_object *p)
 {
-	uint64_t done = (uint64_t)int_of(p, "done"), total = (uint64_t)int_of(p, "total");
-	if (!total)
-		return;
-	if (done > total)
-		done = total;
-	double s = (double)(mono_ns() - bar_t0_ns) / 1e9;
-	char bar[31];
-	unsigned fill = (unsigned)(done * 30 / total);
-	for (unsigned i = 0; i < 30; i++)
-		bar[i] = i < fill ? '#' : '.';
-	bar[30] = 0;
-	fprintf(stderr, "\r[%s] %3u%%  %llu/%llu MiB  %.2f GB/s ", bar, (unsigned)(done * 100 / total),
-		(unsigned long long)(done >> 20), (unsigned long long)(total >> 20), s > 0 ? (double)done / s / 1e9 : 0.0);
-	fflush(stderr);
-	bar_drawn = true;
+	cli_progress_draw((uint64_t)int_of(p, "done"), (uint64_t)int_of(p, "total"));
 }
 
 /* `vmsvc suspend NAME FILE [--passphrase-file F | --key-file F] [--level N]`: the
@@ -521,16 +497,13 @@ int cmd_suspend(int argc, char **argv)
 	if (level)
 		json_object_object_add(extra, "zstd_level", json_object_new_int(level));
 	struct json_object *res = NULL;
-	if (isatty(STDERR_FILENO)) {
-		bar_t0_ns = mono_ns();
+	if (cli_progress_start())
 		conn_progress = draw_bar;
-	}
 	int r = call_vm_quiet(name, "suspend", extra, &res);
 	conn_progress = NULL;
+	cli_progress_end(r == 0);
 	if (r > 0)
 		return 1;
-	if (bar_drawn)
-		fputs(r < 0 ? "\n" : "\r\033[K", stderr);   /* keep the bar beside an error, else clear it */
 	if (r < 0) {
 		fprintf(stderr, "vmsvc: %s: %s\n", name, err_msg());
 		return 1;

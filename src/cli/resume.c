@@ -31,6 +31,12 @@ static void resume_usage(FILE *f)
 		"image means ,ephemeral). An image that differs from the suspended one is refused.\n");
 }
 
+static void resume_progress(uint64_t done, uint64_t total, void *arg)
+{
+	(void)arg;
+	cli_progress_draw(done, total);
+}
+
 int cmd_resume_file(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -77,8 +83,13 @@ int cmd_resume_file(int argc, char **argv)
 	struct rusage ru0, ru1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	getrusage(RUSAGE_SELF, &ru0);
+	/* Reader progress: file bytes read of the file size. */
+	struct sealed_opts lo = { 0 };
+	if (cli_progress_start())
+		lo.progress = resume_progress;
 	if (r == 0)
-		r = suspend_load_file(file, key, NULL, &cfg, &img);
+		r = suspend_load_file(file, key, &lo, &cfg, &img);
+	cli_progress_end(r == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	getrusage(RUSAGE_SELF, &ru1);
 	sealed_key_free(key);
