@@ -92,6 +92,9 @@ static inline uint64_t sealed__get64(const uint8_t *p)
  * parser mode and unit tests; data must outlive the reader. */
 int sealed__reader_from_plain(const void *data, size_t len, int compressed, struct sealed_reader **out);
 
+/* Tests: read chunks on the caller's thread only (no read-ahead thread). */
+extern int sealed__no_readahead;
+
 /* Tests: behave as on a filesystem without O_TMPFILE (named temp files). */
 extern int sealed__no_tmpfile;
 
