@@ -52,6 +52,8 @@ int suspend_load_file(const char *path, const struct sealed_key *key, const stru
  * that writes the overlay blocks into the new VM's disks. img must outlive the VM. */
 int suspend_image_configure(struct suspend_image *img, struct vm_config *cfg);
 void suspend_image_free(struct suspend_image *img);
+/* The resumed VM did not start: remove the overlay files it created. */
+void suspend_image_discard_new_overlays(struct suspend_image *img);
 
 /* Register {"cmd":"suspend","file":ABS,"passphrase_file":ABS | "key_file":ABS}
  * on a control socket. The key is loaded in the VM process from the named file;

@@ -112,6 +112,8 @@ int cmd_resume_file(int argc, char **argv)
 	cfg.restore_mem_fd = img.mem_fd;
 	cfg.restore_name = file;
 	int status = run_configured(cfg, serial, &ctl_cfg);
+	if (status == EXIT_START_FAILURE)   /* guest statuses are never 2: the VM did not start */
+		suspend_image_discard_new_overlays(&img);
 	suspend_image_free(&img);
 	return status;
 }

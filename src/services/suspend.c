@@ -254,6 +254,11 @@ int suspend_image_configure(struct suspend_image *img, struct vm_config *cfg)
 	return suspend_disks_configure(img->disks, cfg);
 }
 
+void suspend_image_discard_new_overlays(struct suspend_image *img)
+{
+	suspend_disks_discard_new(img->disks);
+}
+
 void suspend_image_free(struct suspend_image *img)
 {
 	free(img->state);
@@ -283,6 +288,10 @@ int suspend_image_configure(struct suspend_image *img, struct vm_config *cfg)
 	return err_set(ENOTSUP, "resume: built without libsodium/libzstd");
 }
 void suspend_image_free(struct suspend_image *img)
+{
+	(void)img;
+}
+void suspend_image_discard_new_overlays(struct suspend_image *img)
 {
 	(void)img;
 }

@@ -205,6 +205,8 @@ struct suspend_disks {
 		uint64_t size, data_bytes, got, next_off;
 		char saved_path[SUSPEND_DISK_PATH_MAX + 1];
 		char *spec;   /* rewritten --disk spec (owned), or NULL */
+		char *new_overlay;    /* overlay=FILE that resume creates (or fills, if empty) */
+		bool overlay_existed; /* ... and it was an empty file already */
 	} d[VM_MAX_DISKS];
 	int stage_fd;
 	uint64_t stage_len;
@@ -217,8 +219,10 @@ void suspend_disks_free(struct suspend_disks *d)
 {
 	if (!d)
 		return;
-	for (unsigned i = 0; i < d->n; i++)
+	for (unsigned i = 0; i < d->n; i++) {
 		free(d->d[i].spec);
+		free(d->d[i].new_overlay);
+	}
 	if (d->stage_fd >= 0)
 		close(d->stage_fd);
 	free(d->ext);
@@ -232,7 +236,7 @@ static const char *kind_name(uint32_t k)
 }
 
 /* The image given for disk i against the one it was suspended with. */
-static int check_given(const struct suspend_disks *d, unsigned i, const struct disk_entry *e, const char *spec_text,
+static int check_given(struct suspend_disks *d, unsigned i, const struct disk_entry *e, const char *spec_text,
 		       const char *fname)
 {
 	struct blk_spec spec;
@@ -265,6 +269,11 @@ static int check_given(const struct suspend_disks *d, unsigned i, const struct d
 		else if (spec.overlay && stat(spec.overlay, &st) == 0 && st.st_size > 0)
 			r = err_set(EEXIST, "%s: disk %u: overlay %s already exists; resume recreates the overlay from "
 				    "the suspend file: give a new path, or ,ephemeral", fname, i, spec.overlay);
+		else if (spec.overlay) {
+			d->d[i].overlay_existed = stat(spec.overlay, &st) == 0;
+			if (!(d->d[i].new_overlay = strdup(spec.overlay)))
+				r = err_set(ENOMEM, "out of memory");
+		}
 	}
 out:
 	free(buf);
@@ -536,4 +545,16 @@ int suspend_disks_apply(struct vm *vm, void *disks)
 	}
 	free(a.buf);
 	return r < 0 ? err_prefix(r, "resume") : 0;
+}
+
+void suspend_disks_discard_new(struct suspend_disks *d)
+{
+	for (unsigned i = 0; d && i < d->n; i++) {
+		const char *f = d->d[i].new_overlay;
+		if (!f)
+			continue;
+		/* Half-filled: it would be refused next time ("already exists"). */
+		if (d->d[i].overlay_existed ? truncate(f, 0) : unlink(f))
+			log_warn("resume: could not remove the unfinished overlay %s: %s", f, strerror(errno));
+	}
 }

@@ -41,5 +41,8 @@ int suspend_disks_check_complete(const struct suspend_disks *d, const char *fnam
 int suspend_disks_configure(struct suspend_disks *d, struct vm_config *cfg);
 int suspend_disks_apply(struct vm *vm, void *disks);
 void suspend_disks_free(struct suspend_disks *d);
+/* The VM did not start: remove overlay files resume created (truncate those that
+ * were empty files already). */
+void suspend_disks_discard_new(struct suspend_disks *d);
 
 #endif

@@ -197,6 +197,14 @@ if [ -n "$blk_guest" ]; then
 		[ $st = 2 ] && [ "$(wc -l <<<"$out")" = 1 ] && ok "refused: $out" || fail "resume $*: status $st: $out"
 	}
 	refused_disk --disk "$work/base.img,overlay=$work/ov-new.img"   # exists: would be overwritten
+	# A resume that fails after its overlay was created (the name is taken) removes it.
+	start wtstate-taken || fail "guest did not start"
+	out=$("$vmsvc" resume "$work/blk-ephemeral.sealed" --key-file "$work/key" --name wtstate-taken \
+		--disk "$work/base.img,overlay=$work/ov-failed.img" --serial "file:$work/refused.serial" 2>&1)
+	st=$?
+	kill "$last_pid" 2>/dev/null
+	[ $st = 2 ] && [ ! -e "$work/ov-failed.img" ] && ok "failed start: new overlay removed ($out)" ||
+		fail "failed start: status $st, overlay: $(ls -l "$work/ov-failed.img" 2>&1)"
 	cp "$work/base.img" "$work/other.img"
 	printf 'X' | dd of="$work/other.img" bs=1 seek=4096 conv=notrunc 2>/dev/null
 	refused_disk --disk "$work/other.img"
