@@ -107,5 +107,19 @@ uint64_t blk_overlay_cluster_size(const struct blk *b);
  * Returns 1 and advances *pos past the run, 0 at the end, -EINVAL without an overlay.
  * Cost: a scan of the in-memory table (4 bytes per cluster). */
 int blk_overlay_next_extent(const struct blk *b, uint64_t *pos, struct blk_extent *ext);
+/* Synchronous read of overlay contents (DATA or ZERO clusters only; a BASE
+ * cluster is an error) straight from the overlay file. Only while nothing else
+ * drives b: no requests in flight and no submissions until it returns. */
+int blk_overlay_read(const struct blk *b, uint64_t offset, void *buf, uint64_t len);
+
+/* ---- image identity (suspend/resume: is this the same base image?) ----
+ * hash: FNV-1a 64 over the size, the first and last MiB and 64 spread 4 KiB
+ * samples, exactly as an overlay header's base_hash (docs/overlay-format.md). */
+struct blk_identity {
+	uint64_t size, hash, mtime_ns, ino, dev;
+};
+int blk_image_identity(const char *path, struct blk_identity *id);
+/* Of the disk's image: the base under an overlay, else the disk itself. */
+int blk_identity(const struct blk *b, struct blk_identity *id);
 
 #endif

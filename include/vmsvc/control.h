@@ -50,6 +50,10 @@ void control_destroy(struct control *ctl);
 /* Add or replace a command. name: 1..31 chars. Thread-safe. */
 int control_register_command(struct control *ctl, const char *name, control_cmd_fn fn, void *opaque);
 void control_unregister_command(struct control *ctl, const char *name);
+/* From inside a command handler: send {"progress": progress} (takes it) to the
+ * client whose request is running, before its response (long commands such as
+ * suspend). Best effort: nothing happens outside a socket client's request. */
+void control_progress(struct json_object *progress);
 
 /* From inside a command handler: send fd (SCM_RIGHTS) with this command's
  * response; ownership passes to the control service, which closes it after

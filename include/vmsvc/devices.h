@@ -54,8 +54,17 @@ uint8_t pm_reset_control_read(struct vm *vm);
 /* ---- PCI devices (include/vmsvc/pci.h, virtio.h) ---- */
 /* virtio-rng on vm->pci: one queue filled from getrandom(2). */
 int virtio_rng_attach(struct vm *vm);
+/* Parse a --disk spec; spec's strings point into *buf (free() it). */
+struct blk_spec;
+int virtio_blk_parse_spec(const char *text, struct blk_spec *spec, char **buf);
 /* virtio-blk on vm->pci for one --disk spec (see struct vm_config). */
 int virtio_blk_attach(struct vm *vm, const char *spec);
+/* Run fn(backend, arg) on the I/O thread of disk `index` (the index-th
+ * virtio-blk, in --disk order) after the requests in flight completed; nothing
+ * else drives the backend until fn returns. -ENOENT without such a disk. For
+ * services that read or fill a disk's overlay (suspend, resume). */
+struct blk;
+int virtio_blk_with_backend(struct vm *vm, unsigned index, int (*fn)(struct blk *b, void *arg), void *arg);
 /* virtio-net on vm->pci for one --net spec (see struct vm_config). */
 int virtio_net_attach(struct vm *vm, const char *spec);
 

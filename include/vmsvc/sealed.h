@@ -36,7 +36,7 @@ typedef void (*sealed_progress_fn)(uint64_t done, uint64_t total, void *arg);
 struct sealed_opts {
 	/* Argon2id cost for passphrase keys; 0 = defaults (3 passes, 256 MiB). */
 	uint64_t kdf_opslimit, kdf_memlimit;
-	int zstd_level;            /* 0 = 1; -7..-1 = zstd --fast levels (less CPU, bigger file) */
+	int zstd_level;            /* 0 = default (-1); -7..-1 = zstd --fast levels (less CPU, bigger file) */
 	int zstd_workers;          /* 0 = auto (one zstd thread per CPU up to 4; none on 1 CPU), -1 = none */
 	uint32_t chunk_size;       /* encrypted chunk payload; 0 = 1 MiB */
 	sealed_progress_fn progress;
@@ -45,6 +45,9 @@ struct sealed_opts {
 	/* Reader: buffers given to sealed_read are already zero (e.g. fresh mmap), so
 	 * zero runs are skipped rather than written, keeping guest memory sparse. */
 	int buf_prezeroed;
+	/* Reader: buffers are fresh shared mappings (guest RAM memfd): a helper thread
+	 * populates the pages of each data run ahead of the decompressor. */
+	int populate;
 };
 
 /* ---- Writer ---- */
@@ -53,6 +56,15 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 		  struct sealed_writer **out);
 /* Append one record. All-zero 4 KiB pages inside data are stored as runs. */
 int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len);
+/* The same for data that is a MAP_SHARED mapping of fd at fd_off (guest RAM):
+ * holes of fd (SEEK_DATA/SEEK_HOLE) are stored as zero runs without being read.
+ * fd = SEALED_FD_ANON: data is page-aligned anonymous memory; pages that are not
+ * resident (mincore: never touched) are stored as zero runs without being read. */
+#define SEALED_FD_ANON (-2)
+int sealed_write_mapped(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len, int fd,
+			uint64_t fd_off);
+/* Change opts.progress_total (when the total is known only after creation). */
+void sealed_set_progress_total(struct sealed_writer *w, uint64_t total);
 /* Finish, fsync, move into place at path, fsync the directory; frees w. */
 int sealed_commit(struct sealed_writer *w);
 /* Drop everything; nothing appears at path; frees w. NULL is fine. */

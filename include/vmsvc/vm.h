@@ -28,6 +28,7 @@ enum vm_end_reason {
 };
 const char *vm_end_reason_name(enum vm_end_reason r);
 
+struct vm;
 struct vm_config {
 	const char *kernel;
 	const char *initrd;
@@ -57,6 +58,11 @@ struct vm_config {
 	size_t restore_state_len;
 	int restore_mem_fd;
 	const char *restore_name;  /* names the source in errors */
+	/* Restores only: called at the end of vm_create (devices exist, state loaded,
+	 * nothing ran yet); a failure fails vm_create. `vmsvc resume` fills the disk
+	 * overlays from the suspend file here. */
+	int (*restore_hook)(struct vm *vm, void *arg);
+	void *restore_hook_arg;
 };
 
 struct vm;

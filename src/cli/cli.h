@@ -34,6 +34,14 @@ struct vm_config;
 /* Record a --disk ('d') or --net ('n') spec in cfg; -1 (message printed) when full. */
 int cli_add_device_spec(struct vm_config *cfg, int opt, const char *spec);
 
+/* Progress bar on stderr (src/cli/progress.c): start returns false (and the
+ * others do nothing) when stderr is not a terminal. draw: bytes done of total,
+ * with the rate since start; end: clears the bar on success, keeps it (new
+ * line) before an error message. */
+bool cli_progress_start(void);
+void cli_progress_draw(uint64_t done, uint64_t total);
+void cli_progress_end(bool ok);
+
 /* Terminal console: raw mode + escape sequence (Ctrl-A x) + input to the UART.
  * The terminal is restored on every exit path (normal, signal, crash, exit()). */
 int console_start(struct vm *vm, int in_fd);

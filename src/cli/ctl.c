@@ -3,6 +3,7 @@
  * Protocol: docs/api.md. Errors: one line on stderr, exit status 1. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <limits.h>
 #include <unistd.h>
 #include <vmsvc/control.h>
@@ -126,6 +128,9 @@ static char *conn_line(struct conn *c)
 	}
 }
 
+/* Called with each {"progress":{...}} line of a long command (suspend); NULL: ignored. */
+static void (*conn_progress)(struct json_object *progress);
+
 /* Send {"id":1,"cmd":cmd,...extra} and wait for the response with id 1 (event
  * lines in between are skipped). Returns the result object (caller puts it). */
 static int conn_call(struct conn *c, const char *cmd, struct json_object *extra, struct json_object **result)
@@ -158,7 +163,9 @@ static int conn_call(struct conn *c, const char *cmd, struct json_object *extra,
 			json_object_put(resp);
 			return err_set(EPROTO, "invalid reply from the VM");
 		}
-		if (!json_object_object_get_ex(resp, "ok", &ok)) {   /* an event line */
+		if (!json_object_object_get_ex(resp, "ok", &ok)) {   /* an event or progress line */
+			if (conn_progress && json_object_object_get_ex(resp, "progress", &v) && v)
+				conn_progress(v);
 			json_object_put(resp);
 			continue;
 		}
@@ -176,6 +183,21 @@ static int conn_call(struct conn *c, const char *cmd, struct json_object *extra,
 		json_object_put(resp);
 		return 0;
 	}
+}
+
+/* One request to a named VM; prints only a connection error (the caller prints the rest). */
+static int call_vm_quiet(const char *name, const char *cmd, struct json_object *extra, struct json_object **result)
+{
+	struct conn c;
+	int r = conn_open(&c, name, REPLY_TIMEOUT_S);
+	if (r < 0) {
+		json_object_put(extra);
+		fprintf(stderr, "vmsvc: %s\n", err_msg());
+		return 1;   /* printed: positive tells the caller not to print again */
+	}
+	r = conn_call(&c, cmd, extra, result);
+	conn_close(&c);
+	return r;
 }
 
 /* One request to a named VM; prints the error itself. */
@@ -417,22 +439,39 @@ long_path:
 	return -1;
 }
 
-/* `vmsvc suspend NAME FILE [--passphrase-file F | --key-file F]`: the VM process
- * loads the key from the named file and writes FILE; key bytes never travel. */
+/* `vmsvc suspend` progress lines drawn as a bar (src/cli/progress.c). */
+static void draw_bar(struct json_object *p)
+{
+	cli_progress_draw((uint64_t)int_of(p, "done"), (uint64_t)int_of(p, "total"));
+}
+
+/* `vmsvc suspend NAME FILE [--passphrase-file F | --key-file F] [--level N]`: the
+ * VM process loads the key from the named file and writes FILE; key bytes never travel. */
 int cmd_suspend(int argc, char **argv)
 {
-	static const char usage[] = "usage: vmsvc suspend NAME FILE [--passphrase-file F | --key-file F]\n";
+	static const char usage[] = "usage: vmsvc suspend NAME FILE [--passphrase-file F | --key-file F] [--level N]\n";
 	const char *name = NULL, *file = NULL, *pass = NULL, *keyf = NULL;
+	int level = 0;
 	for (int i = 1; i < argc; i++) {
 		if ((!strcmp(argv[i], "--passphrase-file") || !strcmp(argv[i], "--key-file")) && i + 1 < argc) {
 			*(argv[i][2] == 'p' ? &pass : &keyf) = argv[i + 1];
 			i++;
+		} else if (!strcmp(argv[i], "--level") && i + 1 < argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (*end || v < -7 || v > 19 || v == 0) {
+				fprintf(stderr, "vmsvc: suspend: --level '%s': expected -7..-1 or 1..19\n", argv[i]);
+				return 2;
+			}
+			level = (int)v;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			printf("%s"
-			       "Save running VM NAME (CPU, devices, memory) to FILE, compressed, encrypted and\n"
-			       "authenticated (docs/suspend-format.md), then end it. The key: a passphrase file\n"
-			       "(Argon2id) or a file of 32 raw bytes. Continue it with: vmsvc resume FILE --key-file F\n"
-			       "VMs with disk overlays cannot be suspended yet.\n", usage);
+			       "Save running VM NAME (CPU, devices, memory, disk overlay blocks) to FILE,\n"
+			       "compressed, encrypted and authenticated (docs/suspend-format.md), then end it.\n"
+			       "The key: a passphrase file (Argon2id) or a file of 32 raw bytes. Continue it with:\n"
+			       "vmsvc resume FILE --key-file F [--disk BASE...]\n"
+			       "--level N: zstd level, -7..-1 (fast, bigger) or 1..19 (default -1).\n"
+			       "A progress bar is drawn on stderr when it is a terminal.\n", usage);
 			return 0;
 		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "vmsvc: suspend: unknown option '%s'\n%s", argv[i], usage);
@@ -456,9 +495,20 @@ int cmd_suspend(int argc, char **argv)
 	struct json_object *extra = json_object_new_object();
 	json_object_object_add(extra, "file", json_object_new_string(abs));
 	json_object_object_add(extra, pass ? "passphrase_file" : "key_file", json_object_new_string(kabs));
+	if (level)
+		json_object_object_add(extra, "zstd_level", json_object_new_int(level));
 	struct json_object *res = NULL;
-	if (call_vm(name, "suspend", extra, &res) < 0)
+	if (cli_progress_start())
+		conn_progress = draw_bar;
+	int r = call_vm_quiet(name, "suspend", extra, &res);
+	conn_progress = NULL;
+	cli_progress_end(r == 0);
+	if (r > 0)
 		return 1;
+	if (r < 0) {
+		fprintf(stderr, "vmsvc: %s: %s\n", name, err_msg());
+		return 1;
+	}
 	printf("%s: suspended to %s\n", name, abs);
 	json_object_put(res);
 	return 0;

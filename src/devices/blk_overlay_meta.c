@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vmsvc/err.h>
@@ -43,23 +45,15 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Identity of the base: its size and a hash of its first and last MiB plus 64
+/* Identity of an image: its size and a hash of its first and last MiB plus 64
  * samples spread over it. Catches resized, rewritten or different images
- * without reading them whole. */
-static int base_identity(struct blk *b, uint64_t *hash, uint64_t *mtime_ns)
+ * without reading them whole. `fd` is a buffered (not O_DIRECT) descriptor. */
+static int image_hash(int fd, const char *path, uint64_t sz, uint64_t *hash)
 {
-	int fd = open(b->path, O_RDONLY | O_CLOEXEC);   /* b->fd may be O_DIRECT */
-	if (fd < 0)
-		return err_set(errno, "%s: %s", b->path, strerror(errno));
-	struct stat st;
-	fstat(fd, &st);
-	*mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
 	char *buf = malloc(OVL_SAMPLE);
-	if (!buf) {
-		close(fd);
+	if (!buf)
 		return err_set(ENOMEM, "out of memory");
-	}
-	uint64_t sz = b->file_size, h = blk_hash(BLK_HASH_INIT, &sz, sizeof(sz));
+	uint64_t h = blk_hash(BLK_HASH_INIT, &sz, sizeof(sz));
 	struct { uint64_t off, len; } parts[2 + OVL_SAMPLES];
 	unsigned np = 0;
 	parts[np].off = 0;
@@ -76,15 +70,58 @@ static int base_identity(struct blk *b, uint64_t *hash, uint64_t *mtime_ns)
 	for (unsigned i = 0; i < np && ret == 0; i++) {
 		int r = pread_full(fd, buf, parts[i].len, parts[i].off);
 		if (r <= 0)
-			ret = err_set(r < 0 ? -r : EIO, "%s: reading at offset %llu: %s", b->path,
+			ret = err_set(r < 0 ? -r : EIO, "%s: reading at offset %llu: %s", path,
 				      (unsigned long long)parts[i].off, r < 0 ? strerror(-r) : "short read");
 		else
 			h = blk_hash(h, buf, parts[i].len);
 	}
 	free(buf);
-	close(fd);
 	*hash = h;
 	return ret;
+}
+
+static int base_identity(struct blk *b, uint64_t *hash, uint64_t *mtime_ns)
+{
+	int fd = open(b->path, O_RDONLY | O_CLOEXEC);   /* b->fd may be O_DIRECT */
+	if (fd < 0)
+		return err_set(errno, "%s: %s", b->path, strerror(errno));
+	struct stat st;
+	fstat(fd, &st);
+	*mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+	int ret = image_hash(fd, b->path, b->file_size, hash);
+	close(fd);
+	return ret;
+}
+
+int blk_image_identity(const char *path, struct blk_identity *id)
+{
+	memset(id, 0, sizeof(*id));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(errno, "%s: %s", path, strerror(errno));
+	struct stat st;
+	int ret = 0;
+	if (fstat(fd, &st) < 0) {
+		ret = err_set(errno, "%s: stat: %s", path, strerror(errno));
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &id->size) < 0)
+			ret = err_set(errno, "%s: BLKGETSIZE64: %s", path, strerror(errno));
+	} else {
+		id->size = (uint64_t)st.st_size;
+	}
+	if (ret == 0) {
+		id->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+		id->ino = (uint64_t)st.st_ino;
+		id->dev = (uint64_t)(S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev);
+		ret = image_hash(fd, path, id->size, &id->hash);
+	}
+	close(fd);
+	return ret;
+}
+
+int blk_identity(const struct blk *b, struct blk_identity *id)
+{
+	return blk_image_identity(b->path, id);
 }
 
 static uint64_t header_hash(struct ovl_header *h)

@@ -252,6 +252,34 @@ static const struct device_ops vblk_device_ops = {
 	.destroy = vblk_destroy,
 };
 
+struct with_backend {
+	struct virtio_blk *d;
+	int (*fn)(struct blk *b, void *arg);
+	void *arg;
+	int ret;
+};
+
+static void with_backend_cb(void *opaque)
+{
+	struct with_backend *w = opaque;
+	vblk_drain(w->d, false);
+	w->ret = w->fn(w->d->blk, w->arg);
+}
+
+int virtio_blk_with_backend(struct vm *vm, unsigned index, int (*fn)(struct blk *b, void *arg), void *arg)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		if (vm->devices[i].ops != &vblk_device_ops || index-- != 0)
+			continue;
+		struct with_backend w = { vm->devices[i].dev, fn, arg, 0 };
+		/* On the I/O thread: it is the backend's only driver, and while it runs fn
+		 * it takes no queue notification, so no new request can start. */
+		int r = iothread_run_sync(w.d->it, with_backend_cb, &w);
+		return r < 0 ? err_set(-r, "virtio-blk: cannot reach the I/O thread") : w.ret;
+	}
+	return err_set(ENOENT, "no disk %u", index);
+}
+
 int virtio_blk_attach(struct vm *vm, const char *text)
 {
 	static unsigned instances;   /* log names only */

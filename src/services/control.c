@@ -81,6 +81,7 @@ void control_unregister_command(struct control *ctl, const char *name) {}
 const char *control_socket_path(const struct control *ctl) { return ""; }
 const char *control_name(const struct control *ctl) { return ""; }
 int control_handle_line(struct control *ctl, const char *line, size_t len, char **response) { return -ENOTSUP; }
+void control_progress(struct json_object *progress) {}
 #else
 #include <json-c/json.h>
 #include "services/control_internal.h"
@@ -436,6 +437,25 @@ static void client_free(struct control *ctl, int idx)
 	update_want_mask(ctl);
 }
 
+/* The client whose request the control thread is running (for control_progress). */
+static __thread struct ctl_client *progress_client;
+
+void control_progress(struct json_object *progress)
+{
+	struct ctl_client *c = progress_client;
+	if (!c) {
+		json_object_put(progress);
+		return;
+	}
+	struct json_object *o = json_object_new_object();
+	if (!o) {
+		json_object_put(progress);
+		return;
+	}
+	json_object_object_add(o, "progress", progress);
+	client_send_json(c, o);
+}
+
 static void client_line(struct control *ctl, struct ctl_client *c, const char *line, size_t len)
 {
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
@@ -443,7 +463,10 @@ static void client_line(struct control *ctl, struct ctl_client *c, const char *l
 	if (!len)
 		return;
 	char *resp = NULL;
-	if (ctl_handle_request(ctl, c, line, len, &resp) < 0 || !resp) {
+	progress_client = c;
+	int r = ctl_handle_request(ctl, c, line, len, &resp);
+	progress_client = NULL;
+	if (r < 0 || !resp) {
 		c->dead = true;
 		return;
 	}

@@ -60,7 +60,12 @@ void sealed_key_free(struct sealed_key *k) {}
 int sealed_create(const char *p, const struct sealed_key *k, const struct sealed_opts *o,
 		  struct sealed_writer **w) { return NOSUP(); }
 int sealed_write(struct sealed_writer *w, uint32_t t, const void *d, uint64_t l) { return NOSUP(); }
+int sealed_write_mapped(struct sealed_writer *w, uint32_t t, const void *d, uint64_t l, int fd, uint64_t o)
+{
+	return NOSUP();
+}
 int sealed_commit(struct sealed_writer *w) { return NOSUP(); }
+void sealed_set_progress_total(struct sealed_writer *w, uint64_t t) {}
 void sealed_abort(struct sealed_writer *w) {}
 int sealed_open(const char *p, const struct sealed_key *k, const struct sealed_opts *o,
 		struct sealed_reader **r) { return NOSUP(); }

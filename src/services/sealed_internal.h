@@ -31,6 +31,9 @@ enum sealed_kdf { SEALED_KDF_RAW = 0, SEALED_KDF_ARGON2ID = 1 };
 #define SEALED_CHUNK_DEFAULT (1u << 20)
 #define SEALED_DEFAULT_OPS 3ull
 #define SEALED_DEFAULT_MEM (256ull << 20)
+/* zstd --fast=1: on guest memory 10-25% less CPU than level 1 for a file about
+ * a tenth larger (docs/benchmarks.md); CPU is what bounds suspend. */
+#define SEALED_DEFAULT_LEVEL (-1)
 /* Decompression window bound: the writer never uses more than 2^21 at levels <= 3. */
 #define SEALED_ZSTD_WINDOWLOG_MAX 23
 
@@ -54,6 +57,10 @@ struct sealed_key {
 /* Derive the stream key for a header (salt, limits, kdf id already filled). */
 int sealed__derive(const struct sealed_key *key, const uint8_t *hdr, uint8_t out[SEALED_KEY_BYTES]);
 int sealed__sodium_ready(void);
+/* Key material: sodium_malloc (guard pages, no core dump) + a checked mlock;
+ * free with sodium_free (wipes). sealed__lock_failures counts failed locks. */
+void *sealed__secure_alloc(size_t size);
+extern int sealed__lock_failures;
 
 static inline void sealed__put32(uint8_t *p, uint32_t v)
 {
@@ -84,6 +91,9 @@ static inline uint64_t sealed__get64(const uint8_t *p)
  * stream when compressed, else the frames themselves. Used by the fuzzer's
  * parser mode and unit tests; data must outlive the reader. */
 int sealed__reader_from_plain(const void *data, size_t len, int compressed, struct sealed_reader **out);
+
+/* Tests: read chunks on the caller's thread only (no read-ahead thread). */
+extern int sealed__no_readahead;
 
 /* Tests: behave as on a filesystem without O_TMPFILE (named temp files). */
 extern int sealed__no_tmpfile;

@@ -18,12 +18,26 @@ int sealed__sodium_ready(void)
 	return 0;
 }
 
-static int key_alloc(int kind, size_t len, struct sealed_key **out)
+int sealed__lock_failures;
+
+void *sealed__secure_alloc(size_t size)
 {
 	/* sodium_malloc puts the block right before a guard page, so only sizes that
 	 * are a multiple of the alignment come back aligned. */
-	size_t size = (sizeof(struct sealed_key) + len + 15) & ~(size_t)15;
-	struct sealed_key *k = sodium_malloc(size);
+	size = (size + 15) & ~(size_t)15;
+	void *p = sodium_malloc(size);
+	/* sodium_malloc also mlocks, but ignores failure (RLIMIT_MEMLOCK): lock again
+	 * and say so when it does not work. sodium_free unlocks and wipes. */
+	if (p && sodium_mlock(p, size) != 0 &&
+	    __atomic_fetch_add(&sealed__lock_failures, 1, __ATOMIC_RELAXED) == 0)
+		log_warn("key material could not be locked in memory (%s): it may be swapped out; "
+			 "raise the locked-memory limit (ulimit -l)", strerror(errno));
+	return p;
+}
+
+static int key_alloc(int kind, size_t len, struct sealed_key **out)
+{
+	struct sealed_key *k = sealed__secure_alloc(sizeof(struct sealed_key) + len);
 	if (!k)
 		return err_set(ENOMEM, "out of memory for key material");
 	k->kind = kind;

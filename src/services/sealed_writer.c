@@ -2,6 +2,7 @@
  * -> temp file -> fsync -> atomic rename. See docs/suspend-format.md. */
 #if defined(HAVE_SODIUM) && defined(HAVE_ZSTD)
 #include <errno.h>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -21,6 +22,8 @@
 /* Frame headers and short runs are gathered here so zstd sees few, large inputs
  * (with worker threads each ZSTD_compressStream2 call takes locks). */
 #define STAGE_SIZE (256u << 10)
+/* Writeback is started every this many file bytes (sync_file_range). */
+#define WRITEBACK_STEP (8u << 20)
 
 /* What must not be swappable: the stream state holds the key. */
 struct writer_secret {
@@ -40,6 +43,7 @@ struct sealed_writer {
 	size_t slen;
 	size_t psize, plen;
 	uint64_t nchunks, nrecords, done, reported;
+	uint64_t written, flushed; /* file bytes written (after the header) / handed to writeback */
 	int failed;       /* first error; every later call returns it */
 	struct sealed_opts opts;
 };
@@ -68,7 +72,16 @@ static int emit_chunk(struct sealed_writer *w, uint8_t tag)
 						   ad ? SEALED_HDR_SIZE : 0, tag);
 	w->nchunks++;
 	w->plen = 0;
-	return write_all(w, w->cbuf, (size_t)clen);
+	int rc = write_all(w, w->cbuf, (size_t)clen);
+	w->written += clen;
+	if (rc == 0 && w->written - w->flushed >= WRITEBACK_STEP) {
+		/* Start writeback of what is written so far now, so the disk works while we
+		 * compress and the final fsync waits only for the tail. Advisory: errors
+		 * surface at fsync. */
+		sync_file_range(w->fd, (off_t)w->flushed, (off_t)(w->written - w->flushed), SYNC_FILE_RANGE_WRITE);
+		w->flushed = w->written;
+	}
+	return rc;
 }
 
 /* Push bytes through zstd; full chunks go out as they fill. */
@@ -157,7 +170,57 @@ static int fail(struct sealed_writer *w, int rc)
 	return rc;
 }
 
-int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len)
+/* Body bytes [pos, end) of the current record: runs of all-zero pages become
+ * ZERO frames, the rest DATA frames. */
+static int write_range(struct sealed_writer *w, const uint8_t *p, uint64_t pos, uint64_t end, uint64_t len)
+{
+	int rc = 0;
+	while (rc == 0 && pos < end) {
+		/* One run: consecutive pages that are all zero, or all not (at most FEED_PIECE). */
+		size_t first = (size_t)(end - pos < SEALED_PAGE ? end - pos : SEALED_PAGE);
+		bool zero = first == SEALED_PAGE && page_is_zero(p + pos, SEALED_PAGE);
+		uint64_t stop = pos + first;
+		while (stop < end && stop - pos < FEED_PIECE) {
+			size_t n = (size_t)(end - stop < SEALED_PAGE ? end - stop : SEALED_PAGE);
+			bool z = n == SEALED_PAGE && page_is_zero(p + stop, SEALED_PAGE);
+			if (z != zero)
+				break;
+			stop += n;
+		}
+		if (zero) {
+			rc = feed_frame(w, SEALED_FR_ZERO, 0, stop - pos);
+		} else {
+			rc = feed_frame(w, SEALED_FR_DATA, 0, stop - pos);
+			if (rc == 0)
+				rc = put_plain(w, p + pos, (size_t)(stop - pos));
+		}
+		w->done += stop - pos;
+		pos = stop;
+		report(w, pos == len);
+	}
+	return rc;
+}
+
+/* Anonymous memory: offset of the first page at or after pos (page-aligned)
+ * whose residency is `resident`, or len. A page never touched is not resident
+ * and reads as zero. mincore failing counts as resident (scan it). */
+static uint64_t anon_next(const uint8_t *p, uint64_t pos, uint64_t len, bool resident)
+{
+	unsigned char vec[512];
+	while (pos < len) {
+		uint64_t n = len - pos < sizeof(vec) * 4096 ? len - pos : sizeof(vec) * 4096;
+		if (mincore((void *)(p + pos), n, vec) < 0)
+			return resident ? pos : len;
+		for (uint64_t i = 0; i < (n + 4095) / 4096; i++)
+			if ((bool)(vec[i] & 1) == resident)
+				return pos + i * 4096;
+		pos += n;
+	}
+	return len;
+}
+
+static int write_record(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len, int fd,
+			uint64_t fd_off)
 {
 	if (w->failed)
 		return err_set(-w->failed, "%s: writer already failed", w->path);
@@ -165,34 +228,62 @@ int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint6
 		return err_set(EINVAL, "%s: record %u has no data", w->path, type);
 	int rc = feed_frame(w, SEALED_FR_BEGIN, type, len);
 	const uint8_t *p = data;
-	uint64_t pos = 0;
-	while (rc == 0 && pos < len) {
-		/* One run: consecutive pages that are all zero, or all not (at most FEED_PIECE). */
-		size_t first = (size_t)(len - pos < SEALED_PAGE ? len - pos : SEALED_PAGE);
-		bool zero = first == SEALED_PAGE && page_is_zero(p + pos, SEALED_PAGE);
-		uint64_t end = pos + first;
-		while (end < len && end - pos < FEED_PIECE) {
-			size_t n = (size_t)(len - end < SEALED_PAGE ? len - end : SEALED_PAGE);
-			bool z = n == SEALED_PAGE && page_is_zero(p + end, SEALED_PAGE);
-			if (z != zero)
-				break;
-			end += n;
+	for (uint64_t pos = 0; rc == 0 && pos < len;) {
+		uint64_t end = len;
+		if (fd >= 0) {
+			/* Holes of the backing file are zero and never read: touching them
+			 * through the mapping would allocate (and clear) a page for each. */
+			off_t d = lseek(fd, (off_t)(fd_off + pos), SEEK_DATA);
+			uint64_t data_at = d < 0 ? len : (uint64_t)d - fd_off;
+			if (d < 0 && errno != ENXIO)
+				data_at = pos;   /* cannot tell: scan it */
+			if (data_at > pos) {
+				uint64_t z = (data_at < len ? data_at : len) - pos;
+				rc = feed_frame(w, SEALED_FR_ZERO, 0, z);
+				w->done += z;
+				pos += z;
+				report(w, pos == len);
+				continue;
+			}
+			off_t h = lseek(fd, (off_t)(fd_off + pos), SEEK_HOLE);
+			if (h > 0 && (uint64_t)h - fd_off > pos && (uint64_t)h - fd_off < len)
+				end = (uint64_t)h - fd_off;
 		}
-		if (zero) {
-			rc = feed_frame(w, SEALED_FR_ZERO, 0, end - pos);
-		} else {
-			rc = feed_frame(w, SEALED_FR_DATA, 0, end - pos);
-			if (rc == 0)
-				rc = put_plain(w, p + pos, (size_t)(end - pos));
+		if (fd == SEALED_FD_ANON && !((uintptr_t)p & 4095)) {
+			uint64_t data_at = anon_next(p, pos, len, true);
+			if (data_at > pos) {
+				uint64_t z = data_at - pos;
+				rc = feed_frame(w, SEALED_FR_ZERO, 0, z);
+				w->done += z;
+				pos += z;
+				report(w, pos == len);
+				continue;
+			}
+			end = anon_next(p, pos, len, false);
 		}
-		w->done += end - pos;
+		rc = write_range(w, p, pos, end, len);
 		pos = end;
-		report(w, pos == len);
 	}
 	if (rc < 0)
 		return fail(w, rc);
 	w->nrecords++;
 	return 0;
+}
+
+int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len)
+{
+	return write_record(w, type, data, len, -1, 0);
+}
+
+int sealed_write_mapped(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len, int fd,
+			uint64_t fd_off)
+{
+	return write_record(w, type, data, len, fd, fd_off);
+}
+
+void sealed_set_progress_total(struct sealed_writer *w, uint64_t total)
+{
+	w->opts.progress_total = total;
 }
 
 /* ---- Temp file and atomic placement ---- */
@@ -362,7 +453,7 @@ static int check_opts(const char *path, struct sealed_opts *o)
 	if (!o->chunk_size)
 		o->chunk_size = SEALED_CHUNK_DEFAULT;
 	if (!o->zstd_level)
-		o->zstd_level = 1;
+		o->zstd_level = SEALED_DEFAULT_LEVEL;
 	if (o->kdf_opslimit < crypto_pwhash_OPSLIMIT_MIN || o->kdf_opslimit > SEALED_OPS_MAX ||
 	    o->kdf_memlimit < crypto_pwhash_MEMLIMIT_MIN || o->kdf_memlimit > SEALED_MEM_MAX)
 		return err_set(EINVAL, "%s: Argon2id limits out of range (ops %llu, mem %llu)", path,
@@ -417,7 +508,7 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 	w->pbuf = malloc(w->psize);
 	w->cbuf = malloc(w->psize + crypto_secretstream_xchacha20poly1305_ABYTES);
 	w->stage = malloc(STAGE_SIZE);
-	w->sec = sodium_malloc(sizeof(*w->sec));
+	w->sec = sealed__secure_alloc(sizeof(*w->sec));
 	if (!w->pbuf || !w->cbuf || !w->stage || !w->sec) {
 		rc = err_set(ENOMEM, "out of memory");
 		goto fail;

@@ -240,8 +240,8 @@ static int cfg_parse(const struct snap_section *s, const char *fname, struct sna
 		} else {
 			char *end;
 			unsigned long v = strtoul(val, &end, 10);
-			/* Numbers only for the numeric keys: disk= and net= hold specs. */
-			bool ok = (KEY("disk") || KEY("net")) || (*val && !*end && v <= 1000);
+			/* Only the numeric keys must be numbers: disk=/net= hold specs. */
+			bool ok = (*val && !*end && v <= 1000) || KEY("disk") || KEY("net");
 			if (KEY("rng"))
 				c->rng = v != 0;
 			else if (KEY("hugepages"))

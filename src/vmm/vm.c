@@ -291,6 +291,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		step_done(&st, "devices");
 		if ((r = snapshot_restore_state(vm)) < 0)   /* joins the irqchip thread (vm_irqchip_ready) */
 			goto fail;
+		/* e.g. suspend's disk overlay blocks, written before any vCPU runs */
+		if (cfg->restore_hook && (r = cfg->restore_hook(vm, cfg->restore_hook_arg)) < 0)
+			goto fail;
 		step_done(&st, "load-state(+pit)");
 		step_print(&st);
 		*out = vm;

@@ -10,7 +10,9 @@
  * through MSI-X interrupts (sti;hlt).
  * blk.verify=1: only read the 4 MiB region back and check it holds what a
  * finished default run wrote (zeros where it wrote zeroes, discarded range
- * skipped): used after a restart on an overlay.
+ * skipped): used after a restart on an overlay. blk.wait_ticks=N first idles
+ * N LAPIC ticks (100 Hz, sti;hlt, "blk: waiting, tick K" every second) with
+ * the device set up: a suspend/resume test suspends it there.
  * blk.ro=1: the disk is read-only: VIRTIO_BLK_F_RO must be offered, reads
  * work, a write completes with VIRTIO_BLK_S_IOERR.
  * blk.denied=1: the same on a writable disk whose writes a service-bus gate
@@ -420,6 +422,35 @@ static long bench_row(long row)
 
 /* TSC ticks per second from PIT channel 2 counting 50 ms (mode 0); 0 if the
  * PIT does not answer. */
+static volatile unsigned long ticks;
+
+static void on_tick(struct kit_frame *f)
+{
+	(void)f;
+	ticks++;
+	lapic_eoi();
+}
+
+static void wait_ticks(unsigned long n)
+{
+	if (!n)
+		return;
+	kit_set_handler(0x41, on_tick);
+	lapic_enable();
+	lapic_timer_periodic(0x41, 16, 625000);   /* 1 GHz APIC bus / 16 / 625000 = 100 Hz */
+	kit_printf("blk: waiting %lu ticks\n", n);
+	unsigned long last = 0;
+	while (ticks < n) {
+		wait_for_interrupt();
+		if (ticks / 100 != last) {
+			last = ticks / 100;
+			kit_printf("blk: waiting, tick %lu\n", ticks);
+		}
+	}
+	irq_disable();
+	lapic_timer_stop();
+}
+
 static uint64_t tsc_hz(void)
 {
 	const uint32_t latch = 59659;   /* 1193182 Hz * 0.05 s */
@@ -608,6 +639,7 @@ int kit_main(void)
 		r = kit_user_call(ro_test, 0);
 	} else if (kit_cmdline_ulong("blk.verify", 0)) {
 		what = "verify-only test";
+		wait_ticks(kit_cmdline_ulong("blk.wait_ticks", 0));
 		r = kit_user_call(verify_test, 0);
 	} else if (do_bench) {
 		if (has(VIRTIO_BLK_F_RO))

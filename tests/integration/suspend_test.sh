@@ -3,10 +3,13 @@
 # a failed suspend leaves the VM running; suspend (raw key) ends vmsvc with 0 and
 # leaves FILE; resume continues the guest to PASS; a wrong key, a flipped byte,
 # truncation and a future format version are refused with status 2 and nothing
-# runs; a passphrase-file round trip.
-# usage: suspend_test.sh VMSVC IDLE.elf     (exit 77 = skipped: no /dev/kvm)
+# runs; a passphrase-file round trip; vmsvc killed with SIGKILL while writing
+# leaves the file at the target path intact and nothing else behind; with
+# VIRTIO_BLK.elf: a disk overlay's blocks survive suspend/resume (into an
+# ephemeral and a new named overlay), a changed base image is refused.
+# usage: suspend_test.sh VMSVC IDLE.elf [VIRTIO_BLK.elf]   (exit 77 = skipped: no /dev/kvm)
 set -u
-vmsvc=$1 guest=$2
+vmsvc=$1 guest=$2 blk_guest=${3:-}
 [ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "skip: /dev/kvm not usable"; exit 77; }
 [ -x "$vmsvc" ] && [ -f "$guest" ] || { echo "error: missing $vmsvc or $guest" >&2; exit 2; }
 
@@ -25,6 +28,7 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 ok() { echo "ok: $*"; }
 
 # start NAME: boots the idle guest (200 MiB: RAM spans 4 memory records), sets $last_pid.
+# Unique names: helpers run these tests in parallel on one machine.
 start() {
 	"$vmsvc" run --kernel "$guest" --serial "file:$work/$1.serial" -m 200M \
 		--append "idle.seconds=6" --name "$1" 2>"$work/$1.err" &
@@ -111,6 +115,104 @@ start pass || { fail "guest did not start"; exit 1; }
 suspended pass "$work/pass.sealed" --passphrase-file "$work/pass"
 refused "wrong passphrase" "$work/pass.sealed" --passphrase-file "$work/badpass"
 resumed "$work/pass.sealed" --passphrase-file "$work/pass"
+
+# SIGKILL while the file is being written: the old file at the target path is
+# untouched and no temp file is left (the writer's file is unnamed until commit).
+# The test hook slows the writer down to 400 ms per 64 MiB memory record.
+echo "previous contents" >"$work/kill.sealed"
+VMSVC_TEST_SUSPEND_SLOW_MS=400 start killme || { fail "guest did not start"; exit 1; }
+kpid=$last_pid
+"$vmsvc" suspend killme "$work/kill.sealed" --key-file "$work/key" >"$work/kill.out" 2>&1 &
+cpid=$!
+writing=""
+for _ in $(seq 100); do
+	# The unnamed temp file shows up among the VM's descriptors as "DIR/#INODE (deleted)".
+	if ls -l "/proc/$kpid/fd" 2>/dev/null | grep -q "$work/#.*(deleted)"; then writing=1; break; fi
+	sleep 0.05
+done
+kill -9 "$kpid"
+wait "$kpid" 2>/dev/null
+wait "$cpid"
+cst=$?
+left=$(ls -A "$work" | grep -v -e '^xdg$' -e '\.serial$' -e '\.err$' -e '\.out$' -e '^key$' -e '^wrong$' -e '^pass$' \
+	-e '^badpass$' -e '^vm\.sealed$' -e '^pass\.sealed$' -e '^kill\.sealed$' -e '^flip$' -e '^trunc$' -e '^future$')
+if [ -z "$writing" ]; then
+	fail "kill -9: never saw the suspend file being written"
+elif [ "$(cat "$work/kill.sealed")" = "previous contents" ] && [ -z "$left" ] && [ $cst != 0 ]; then
+	ok "kill -9 while writing: target intact, nothing left behind, client said: $(head -1 "$work/kill.out")"
+else
+	fail "kill -9: target now $(head -c 40 "$work/kill.sealed" | od -c | head -1), left: $left, client status $cst"
+fi
+# Without a previous file nothing appears at all.
+VMSVC_TEST_SUSPEND_SLOW_MS=400 start killme2 || { fail "guest did not start"; exit 1; }
+kpid=$last_pid
+"$vmsvc" suspend killme2 "$work/kill2.sealed" --key-file "$work/key" >/dev/null 2>&1 &
+cpid=$!
+for _ in $(seq 100); do
+	ls -l "/proc/$kpid/fd" 2>/dev/null | grep -q "$work/#.*(deleted)" && break
+	sleep 0.05
+done
+kill -9 "$kpid"
+wait "$kpid" "$cpid" 2>/dev/null
+[ -z "$(ls "$work" | grep kill2)" ] && ok "kill -9 while writing a new file: nothing at the target path" ||
+	fail "kill -9: left $(ls "$work" | grep kill2)"
+
+# Disk overlays: the blocks a guest wrote (into overlay ov1) go into the suspend
+# file; resume recreates them and the guest, waiting in the middle of its
+# verify run, reads them back.
+if [ -n "$blk_guest" ]; then
+	head -c 8M /dev/urandom >"$work/base.img"
+	truncate -s 64M "$work/base.img"
+	sum_before=$(md5sum <"$work/base.img")
+	"$vmsvc" run --kernel "$blk_guest" -m 128M --disk "$work/base.img,overlay=$work/ov1.img" \
+		--serial "file:$work/blkw.serial" >/dev/null 2>"$work/blkw.err"
+	grep -q '^PASS' "$work/blkw.serial" || fail "virtio-blk write run: $(tail -2 "$work/blkw.serial")"
+	for mode in ephemeral named; do
+		"$vmsvc" run --kernel "$blk_guest" -m 128M --disk "$work/base.img,overlay=$work/ov1.img" \
+			--append "blk.verify=1 blk.wait_ticks=400" --name "wtstate-blk-$mode" \
+			--serial "file:$work/blk-$mode.serial" 2>"$work/blk-$mode.err" &
+		bpid=$!
+		pids+=("$bpid")
+		for _ in $(seq 100); do grep -q 'waiting, tick' "$work/blk-$mode.serial" 2>/dev/null && break; sleep 0.1; done
+		out=$("$vmsvc" suspend "wtstate-blk-$mode" "$work/blk-$mode.sealed" --key-file "$work/key" 2>&1) ||
+			fail "suspend with an overlay: $out"
+		wait "$bpid"
+		[ "$mode" = ephemeral ] && disk="$work/base.img" || disk="$work/base.img,overlay=$work/ov-new.img"
+		"$vmsvc" resume "$work/blk-$mode.sealed" --key-file "$work/key" --disk "$disk" \
+			--serial "file:$work/blk-$mode.resumed" 2>"$work/blk-$mode.rerr"
+		st=$?
+		if [ $st = 1 ] && grep -q 'verify-only test passed' "$work/blk-$mode.resumed" &&
+		   ! grep -q 'waiting 400 ticks' "$work/blk-$mode.resumed"; then
+			ok "overlay blocks after resume ($mode overlay): the guest read back what it wrote"
+		else
+			fail "overlay resume ($mode): status $st: $(cat "$work/blk-$mode.rerr") / $(tail -3 "$work/blk-$mode.resumed")"
+		fi
+	done
+	[ -s "$work/ov-new.img" ] && ok "named overlay recreated ($(stat -c %s "$work/ov-new.img") bytes)" ||
+		fail "named overlay not created"
+	refused_disk() {
+		out=$("$vmsvc" resume "$work/blk-ephemeral.sealed" --key-file "$work/key" "$@" \
+			--serial "file:$work/refused.serial" 2>&1)
+		local st=$?
+		[ $st = 2 ] && [ "$(wc -l <<<"$out")" = 1 ] && ok "refused: $out" || fail "resume $*: status $st: $out"
+	}
+	refused_disk --disk "$work/base.img,overlay=$work/ov-new.img"   # exists: would be overwritten
+	# A resume that fails after its overlay was created (the name is taken) removes it.
+	start wtstate-taken || fail "guest did not start"
+	out=$("$vmsvc" resume "$work/blk-ephemeral.sealed" --key-file "$work/key" --name wtstate-taken \
+		--disk "$work/base.img,overlay=$work/ov-failed.img" --serial "file:$work/refused.serial" 2>&1)
+	st=$?
+	kill "$last_pid" 2>/dev/null
+	[ $st = 2 ] && [ ! -e "$work/ov-failed.img" ] && ok "failed start: new overlay removed ($out)" ||
+		fail "failed start: status $st, overlay: $(ls -l "$work/ov-failed.img" 2>&1)"
+	cp "$work/base.img" "$work/other.img"
+	printf 'X' | dd of="$work/other.img" bs=1 seek=4096 conv=notrunc 2>/dev/null
+	refused_disk --disk "$work/other.img"
+	truncate -s 32M "$work/other.img"
+	refused_disk --disk "$work/other.img"
+	refused_disk
+	[ "$(md5sum <"$work/base.img")" = "$sum_before" ] && ok "base image unchanged" || fail "base image was written"
+fi
 
 [ $failures = 0 ] && { echo "all suspend tests passed"; exit 0; }
 echo "$failures failure(s)"

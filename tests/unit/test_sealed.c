@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -733,6 +735,108 @@ static double cpu(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* VmLck of this process in KiB (/proc/self/status). */
+static long locked_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Keys, writer and reader secrets are locked in memory while they exist (and
+ * unlocked, i.e. freed through sodium_free, which wipes, afterwards) - also when
+ * loading a key fails half-way. */
+static void test_key_locked(void **state)
+{
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	/* ASan and TSan intercept mlock and make it a no-op: nothing to observe. */
+	skip();
+	return;
+#endif
+	struct rlimit rl;
+	long before = locked_kib();
+	if (before < 0 || getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur < (1u << 20)) {
+		skip();
+		return;
+	}
+	struct sealed_key *k = raw();
+	long with_key = locked_kib();
+	assert_true(with_key > before);
+	struct sealed_writer *w;
+	assert_int_equal(sealed_create(target, k, &fast, &w), 0);
+	assert_true(locked_kib() > with_key);   /* the stream state */
+	sealed_abort(w);
+	assert_int_equal(locked_kib(), with_key);
+	sealed_key_free(k);
+	assert_int_equal(locked_kib(), before);
+	/* Error paths: a key file of the wrong size, a missing one. */
+	char bad[160];
+	snprintf(bad, sizeof(bad), "%s/short.key", dir);
+	FILE *f = fopen(bad, "wb");
+	fputs("short", f);
+	fclose(f);
+	assert_true(sealed_key_from_key_file(bad, &k) < 0);
+	assert_true(sealed_key_from_passphrase_file("/nonexistent/pass", &k) < 0);
+	assert_int_equal(locked_kib(), before);
+	unlink(bad);
+	assert_int_equal(sealed__lock_failures, 0);
+}
+
+/* sealed_write_mapped: holes of the backing memfd are stored as zero without
+ * being touched (they stay holes), data pages come back exactly; the reader with
+ * populate fills a fresh shared mapping. */
+static void test_mapped_holes(void **state)
+{
+	(void)state;
+	const size_t len = 8u << 20;
+	int fd = memfd_create("test-sealed", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(m != MAP_FAILED);
+	/* Data at 1 MiB (random), 3 MiB + 4 KiB (one zero-filled but allocated page,
+	 * then text), and the last page; holes elsewhere. */
+	fill_realistic(m + (1u << 20), 1u << 20);
+	memset(m + (3u << 20), 0, 4096);
+	memset(m + (3u << 20) + 4096, 'x', 12288);
+	memset(m + len - 4096, 0xa5, 4096);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	blkcnt_t blocks_before = st.st_blocks;
+	struct sealed_key *k = raw();
+	struct sealed_writer *w;
+	assert_int_equal(sealed_create(target, k, &fast, &w), 0);
+	assert_int_equal(sealed_write_mapped(w, 7, m + 4096, len - 4096, fd, 4096), 0);
+	assert_int_equal(sealed_commit(w), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_blocks, blocks_before);   /* no hole was faulted in */
+	uint8_t *back = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(back != MAP_FAILED);
+	struct sealed_opts ro = {.buf_prezeroed = 1, .populate = 1};
+	struct sealed_reader *r;
+	assert_int_equal(sealed_open(target, k, &ro, &r), 0);
+	uint32_t type;
+	uint64_t got;
+	assert_int_equal(sealed_read(r, &type, back + 4096, len - 4096, &got), 1);
+	assert_int_equal(type, 7);
+	assert_int_equal(got, len - 4096);
+	assert_int_equal(sealed_next(r, &type, &got), 0);
+	assert_int_equal(sealed_close(r), 0);
+	assert_memory_equal(back + 4096, m + 4096, len - 4096);
+	munmap(back, len);
+	munmap(m, len);
+	close(fd);
+	sealed_key_free(k);
+	unlink(target);
+}
+
 static void test_bench(void **state)
 {
 	const char *env = getenv("SEALED_BENCH_MIB");
@@ -837,6 +941,8 @@ int main(void)
 		cmocka_unit_test(test_key_files),
 		cmocka_unit_test(test_plain_parser),
 		cmocka_unit_test(test_progress),
+		cmocka_unit_test(test_mapped_holes),
+		cmocka_unit_test(test_key_locked),
 		cmocka_unit_test(test_bench),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
