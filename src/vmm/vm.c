@@ -160,6 +160,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args[0] = 1 };
 		ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap);
 	}
+	/* Lets guest user space make system calls on hosts (kvm_pvm) whose SYSCALL
+	 * does not enter CPL0; inert elsewhere. Optional: without it, none can. */
+	vm->syscall_assist = vm_syscall_assist_setup(vm->vm_fd, vm->kvm_fd) == 0;
 	if ((r = irqchip_kvm_create(&vm->irq, vm->vm_fd)) < 0)
 		goto fail;
 	vm->irq.bus = &vm->bus;
