@@ -24,7 +24,10 @@
 #                         vmsvc creates; 0: no PCI devices (the boot as it was before them)
 #   LINUX_BOOT_SNAPSHOT_AT milestone at which to write a snapshot of the running guest
 #                         (vmsvc snapshot) to LINUX_BOOT_SNAPSHOT_DIR (default
-#                         $LINUX_GUEST_DIR/snapshot-KEY); the guest keeps running
+#                         $LINUX_GUEST_DIR/snapshot-KEY); the guest keeps running. The disk
+#                         is then DIR.disk.img and stays.
+#   LINUX_BOOT_RESTORE    continue such a snapshot (vmsvc run --restore DIR, disk DIR.disk.img)
+#                         instead of booting: minutes saved when only init and later matter
 #
 # Output: per milestone the wall time, vmsvc's CPU time (load-independent on this host) and
 # the guest's printk time.
@@ -72,6 +75,7 @@ if [ $HWVIRT = 1 ]; then REQUIRE=${LINUX_BOOT_REQUIRE:-init}; else REQUIRE=${LIN
 STOP_AFTER=${LINUX_BOOT_STOP_AFTER:-}
 SNAP_AT=${LINUX_BOOT_SNAPSHOT_AT:-}
 SNAP_DIR=${LINUX_BOOT_SNAPSHOT_DIR:-$GUEST/snapshot-$SNAP_AT}
+RESTORE=${LINUX_BOOT_RESTORE:-}
 # Unique per run (parallel runs, other worktrees): the control socket and the tap.
 VM_NAME=linux-boot-$$
 DEVARGS=()
@@ -79,8 +83,17 @@ DISK=
 TAP=
 if [ "${LINUX_BOOT_DEVICES:-1}" = 1 ]; then
     # The disk only has to exist for the driver to bind: zeros, discarded afterwards.
-    DISK=$(mktemp "${TMPDIR:-/tmp}/linux-boot-disk.XXXXXX") || { log "FAIL: mktemp"; exit 1; }
-    truncate -s 8M "$DISK"
+    if [ -n "$RESTORE" ]; then
+        DISK=$RESTORE.disk.img       # the snapshot's disk; kept
+        [ -f "$DISK" ] || { log "FAIL: no $DISK for the snapshot $RESTORE"; exit 1; }
+        SNAPPED=1
+    elif [ -n "$SNAP_AT" ]; then
+        DISK=$SNAP_DIR.disk.img
+        rm -f "$DISK"; truncate -s 8M "$DISK"
+    else
+        DISK=$(mktemp "${TMPDIR:-/tmp}/linux-boot-disk.XXXXXX") || { log "FAIL: mktemp"; exit 1; }
+        truncate -s 8M "$DISK"
+    fi
     DEVARGS+=(--disk "$DISK,serial=linux-boot" --rng)
     if [ "$(id -u)" = 0 ] && [ -w /dev/net/tun ]; then
         TAP=lxboot$$                  # <= 15 characters; vmsvc deletes it when it exits
@@ -115,7 +128,7 @@ declare -A RE=(
     [modules]='VMSVC-GUEST: modules loaded' [ready]='VMSVC-GUEST: (autotest ok|shell)'
     [panic]='Kernel panic'
     [pci_virtio]='pci [0-9a-f:.]+: \[1af4:10[0-9a-f]{2}\]' [blk_probe]='virtio_blk virtio[0-9]+: \[vda\]'
-    [blk_ok]='virtio-blk: driver ready' [rng_ok]='virtio-rng: driver ready' [net_ok]='virtio-net[^:]*: driver ready')
+    [blk_ok]='virtio-blk[^:]*: driver ready' [rng_ok]='virtio-rng[^:]*: driver ready' [net_ok]='virtio-net[^:]*: driver ready')
 # Milestones found in vmsvc's stderr (device side, needs -v) instead of the serial log.
 declare -A IN_STDERR=([blk_ok]=1 [rng_ok]=1 [net_ok]=1)
 declare -A WALL=() GUESTT=() CPU=()
@@ -163,9 +176,15 @@ log "cmdline: $CMDLINE"
 log "serial:  $LOG   vmsvc stderr: $ERR"
 log "devices: ${DEVARGS[*]:-none}"
 
-"$VMSVC" run --kernel "$GUEST/vmlinuz" --initrd "$INITRD" \
-    --append "$CMDLINE" --cpu-features emulator-safe --serial "file:$LOG" \
-    --mem "$MEM" --stats -v --name "$VM_NAME" "${DEVARGS[@]}" </dev/null >"$ERR" 2>&1 &
+if [ -n "$RESTORE" ]; then
+    log "restoring $RESTORE (milestones before the snapshot are not in this serial log)"
+    "$VMSVC" run --restore "$RESTORE" --serial "file:$LOG" \
+        --stats -v --name "$VM_NAME" "${DEVARGS[@]}" </dev/null >"$ERR" 2>&1 &
+else
+    "$VMSVC" run --kernel "$GUEST/vmlinuz" --initrd "$INITRD" \
+        --append "$CMDLINE" --cpu-features emulator-safe --serial "file:$LOG" \
+        --mem "$MEM" --stats -v --name "$VM_NAME" "${DEVARGS[@]}" </dev/null >"$ERR" 2>&1 &
+fi
 PID=$!
 START=$(date +%s.%N)
 elapsed() { awk -v s="$START" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
@@ -214,7 +233,7 @@ echo "--- vmsvc stderr (tail) ---"
 tail -n 40 "$ERR"
 echo
 
-if [ -z "${WALL[banner]:-}" ]; then
+if [ -z "${WALL[banner]:-}" ] && [ -z "$RESTORE" ]; then
     log "FAIL: no 'Linux version' banner on the serial console"
     exit 1
 fi
