@@ -28,7 +28,6 @@
 #define MSR_STAR 0xc0000081
 #define MSR_LSTAR 0xc0000082
 #define MSR_SFMASK 0xc0000084
-#define RFLAGS_RF (1ULL << 16)
 #define DR7_L0 1ULL
 #define DR7_L1 4ULL
 #define DR7_FIXED (1ULL << 10)
@@ -57,6 +56,13 @@ int vm_syscall_assist_setup(int vm_fd, int kvm_fd)
 	return 0;
 }
 
+uint32_t vm_syscall_assist_step_flags(int kvm_fd)
+{
+	/* No interrupt in the middle of our single step, where the host supports it. */
+	int dbg2 = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
+	return dbg2 > 0 && (dbg2 & KVM_GUESTDBG_BLOCKIRQ) ? KVM_GUESTDBG_BLOCKIRQ : 0;
+}
+
 static int get_msrs(struct vcpu *c, const uint32_t *idx, uint64_t *val, unsigned n)
 {
 	struct { struct kvm_msrs h; struct kvm_msr_entry m[4]; } msrs = { .h.nmsrs = n };
@@ -71,10 +77,14 @@ static int get_msrs(struct vcpu *c, const uint32_t *idx, uint64_t *val, unsigned
 	return 0;
 }
 
-static int set_breakpoints(struct vcpu *c, uint64_t pf, uint64_t gp)
+/* Breakpoints on the two handlers; or, with step, none and a single step instead
+ * (see vcpu_syscall_handle_debug). */
+static int set_debug(struct vcpu *c, uint64_t pf, uint64_t gp, bool step)
 {
 	struct kvm_guest_debug dbg = { 0 };
-	if (pf || gp) {
+	if (step) {
+		dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | c->vm->syscall_step_flags;
+	} else if (pf || gp) {
 		dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
 		dbg.arch.debugreg[0] = pf;
 		dbg.arch.debugreg[1] = gp;
@@ -85,7 +95,13 @@ static int set_breakpoints(struct vcpu *c, uint64_t pf, uint64_t gp)
 		return -errno;
 	c->syscall_bp[0] = pf;
 	c->syscall_bp[1] = gp;
+	c->syscall_stepping = step;
 	return 0;
+}
+
+static int set_breakpoints(struct vcpu *c, uint64_t pf, uint64_t gp)
+{
+	return set_debug(c, pf, gp, false);
 }
 
 static void pw_from_sregs(struct pw_regs *pw, const struct kvm_sregs *sr)
@@ -116,7 +132,7 @@ void vcpu_syscall_assist_arm(struct vcpu *c)
 	    ioctl(c->fd, KVM_GET_SREGS, &sr) < 0 || !(sr.efer & (1 << 10)))
 		return;
 	uint64_t pf = idt_handler(c, &sr, VEC_PF), gp = idt_handler(c, &sr, VEC_GP);
-	if (pf == c->syscall_bp[0] && gp == c->syscall_bp[1])
+	if (pf == c->syscall_bp[0] && gp == c->syscall_bp[1] && !c->syscall_stepping)
 		return;
 	if (set_breakpoints(c, pf, gp) < 0)
 		log_warn("vCPU %d: SYSCALL assist: KVM_SET_GUEST_DEBUG: %s", c->index, strerror(errno));
@@ -177,6 +193,12 @@ int vcpu_syscall_handle_debug(struct vcpu *c)
 	struct kvm_sregs sr;
 	if (ioctl(c->fd, KVM_GET_REGS, &r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sr) < 0)
 		return err_set(errno, "vCPU %d: debug exit: reading registers: %s", c->index, strerror(errno));
+	if (c->syscall_stepping && c->run->debug.arch.exception == VEC_DB) {
+		/* The one instruction after a handler breakpoint has run: re-arm. */
+		if (set_breakpoints(c, c->syscall_bp[0], c->syscall_bp[1]) < 0)
+			return err_set(errno, "vCPU %d: SYSCALL assist: re-arming: %s", c->index, strerror(errno));
+		return 0;
+	}
 	bool ours = c->run->debug.arch.exception == VEC_DB && r.rip &&
 		    (r.rip == c->syscall_bp[0] || r.rip == c->syscall_bp[1]);
 	if (!ours)
@@ -190,9 +212,12 @@ int vcpu_syscall_handle_debug(struct vcpu *c)
 	bool failed_syscall = (sr.cs.selector & 3) == 0 && pw_read(&c->vm->mem, &pw, r.rsp, f, sizeof(f)) == 0 &&
 			      get_msrs(c, idx, v, 3) == 0 && (f[2] & 3) == 3 && f[1] == v[0];
 	if (!failed_syscall) {
-		/* An ordinary fault: let the handler run (RF: past our breakpoint). */
-		r.rflags |= RFLAGS_RF;
-		return ioctl(c->fd, KVM_SET_REGS, &r) < 0 ? err_set(errno, "vCPU %d: KVM_SET_REGS", c->index) : 0;
+		/* An ordinary fault: let the handler run. KVM's emulator ignores RFLAGS.RF
+		 * for these breakpoints on kvm_pvm (the hit repeats forever), so step
+		 * over the first instruction without them and re-arm after it. */
+		if (set_debug(c, c->syscall_bp[0], c->syscall_bp[1], true) < 0)
+			return err_set(errno, "vCPU %d: SYSCALL assist: single step: %s", c->index, strerror(errno));
+		return 0;
 	}
 	uint16_t sel = (uint16_t)(v[1] >> 32) & 0xfffc;
 	sr.cs = (struct kvm_segment){ .base = 0, .limit = 0xffffffff, .selector = sel, .type = 11, .present = 1,

@@ -163,6 +163,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	/* Lets guest user space make system calls on hosts (kvm_pvm) whose SYSCALL
 	 * does not enter CPL0; inert elsewhere. Optional: without it, none can. */
 	vm->syscall_assist = vm_syscall_assist_setup(vm->vm_fd, vm->kvm_fd) == 0;
+	vm->syscall_step_flags = vm_syscall_assist_step_flags(vm->kvm_fd);
 	if ((r = irqchip_kvm_create(&vm->irq, vm->vm_fd)) < 0)
 		goto fail;
 	vm->irq.bus = &vm->bus;

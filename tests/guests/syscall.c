@@ -29,6 +29,12 @@ __asm__(".globl syscall_entry\nsyscall_entry:\n"
 	"xor $0x5150, %rax\n"
 	"swapgs\n sysretq\n");
 
+static long do_hlt(long arg)
+{
+	__asm__ volatile("hlt"); /* #GP at CPL3: an ordinary fault through the same handler */
+	return arg;
+}
+
 volatile uint64_t user_return;
 static long do_syscalls(long n)
 {
@@ -58,5 +64,15 @@ int kit_main(void)
 		kit_fail("entry ran with CS %lx SS %lx, expected 0x8/0x10 (CPL0)", seen[1], seen[5]);
 	if (seen[2] != user_return || !(seen[3] & 0x200) || (seen[4] & 0x200))
 		kit_fail("RCX/R11/RFLAGS at entry wrong");
+	/* Ordinary faults in between must still reach the guest, and SYSCALL keep working. */
+	for (int round = 0; round < 3; round++) {
+		r = kit_user_call(do_hlt, 0);
+		if (r != KIT_USER_FAULT || kit_user_fault_vector != 13)
+			kit_fail("hlt at CPL3: result %lx vector %lu, expected #GP", (uint64_t)r, kit_user_fault_vector);
+		r = kit_user_call(do_syscalls, 10);
+		if (r != (9 ^ 0x5150))
+			kit_fail("SYSCALL after a #GP: result %lx (fault vector %lu)", (uint64_t)r, kit_user_fault_vector);
+	}
+	kit_printf("syscall: %lu calls, ordinary #GPs in between delivered\n", seen[0]);
 	return 0;
 }
