@@ -11,10 +11,11 @@
  * "user mode, RIP = LSTAR", the fault is undone and the SYSCALL completed as the
  * CPU would have: RSP back to the user's, CS/SS from STAR[47:32] at DPL0, RFLAGS
  * masked with SFMASK, RIP = LSTAR; RCX and R11 already hold what SYSCALL saved.
- * The return (SYSRET) is completed by the emulation assist (emul.c).
+ * Any other hit is stepped over (see vcpu_syscall_handle_debug). The return,
+ * SYSRET from emulated CPL0, works on that host without help.
  *
  * Enabled only on kvm_pvm (/sys/module/kvm_pvm): elsewhere SYSCALL works, and
- * the breakpoints would cost an exit per page fault. Limits: the guest's own
+ * the breakpoints would cost two exits per page fault. Limits: the guest's own
  * hardware breakpoints (DR0-DR7) are not in effect; a #DB that is not ours is
  * re-injected without its DR6 payload. */
 #include <errno.h>
@@ -47,7 +48,7 @@ int vm_syscall_assist_setup(int vm_fd, int kvm_fd)
 	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
 		return -errno;
 	/* Default allow; writes of LSTAR alone are denied, i.e. exit to us. */
-	static uint8_t deny_bit = 0;
+	uint8_t deny_bit = 0;   /* KVM copies the bitmap */
 	struct kvm_msr_filter f = { .flags = KVM_MSR_FILTER_DEFAULT_ALLOW };
 	f.ranges[0] = (struct kvm_msr_filter_range){ .flags = KVM_MSR_FILTER_WRITE, .nmsrs = 1, .base = MSR_LSTAR,
 						     .bitmap = &deny_bit };
