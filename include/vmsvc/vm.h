@@ -77,6 +77,8 @@ struct vcpu {
 	bool thread_started;
 	bool kickable;            /* the thread is in its run loop (under vm->pause_lock) */
 	uint64_t assists;         /* instructions completed by the emulation assist */
+	uint64_t syscall_bp[2];   /* SYSCALL assist: breakpoints on the #PF, #GP handlers */
+	bool syscall_stepping;    /* SYSCALL assist: stepping past a handler breakpoint */
 	/* Exits by bus event type (BUS_EV_EXIT_*), counted by this vCPU's thread
 	 * alone (relaxed loads and stores, no atomic add) and read racily by
 	 * statistics: counting costs no shared cache line and no bus subscriber. */
@@ -148,6 +150,8 @@ struct vm {
 	uint64_t first_run_ns;    /* CLOCK_MONOTONIC when a vCPU first entered KVM_RUN */
 
 	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */
+	bool syscall_assist;      /* LSTAR writes trapped (src/vmm/vcpu_syscall.c) */
+	uint32_t syscall_step_flags; /* extra KVM_GUESTDBG_* flags for its single steps */
 };
 
 /* Create the VM: probe KVM, memory, irqchip, platform devices, load the kernel,

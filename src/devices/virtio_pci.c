@@ -369,9 +369,15 @@ static void status_write(struct virtio_dev *d, uint8_t val)
 	}
 	d->status = nv;
 	bool needs_reset = nv & VIRTIO_STATUS_NEEDS_RESET;
+	uint64_t negotiated = d->guest_features;
 	pthread_mutex_unlock(&d->lock);
-	if (go && !needs_reset)
+	if (go && !needs_reset) {
+		/* Device-side evidence that a guest driver bound (tests/linux/boot.sh greps it):
+		 * the kernel itself prints nothing for some drivers, e.g. virtio_net. */
+		log_info("%s: driver ready (DRIVER_OK), features %#llx of %#llx", d->desc.name,
+		         (unsigned long long)negotiated, (unsigned long long)d->host_features);
 		iothread_run_sync(d->it, do_activate, d);
+	}
 }
 
 static void common_write(struct virtio_dev *d, unsigned off, unsigned size, uint64_t v)

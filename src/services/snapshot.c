@@ -252,7 +252,8 @@ static int cfg_parse(const struct snap_section *s, const char *fname, struct sna
 				c->nnets = (unsigned)v, ok = ok && v <= VM_MAX_NETS;
 			else if (KEY("devices"))
 				c->ndevices = (unsigned)v, ok = ok && v <= VM_MAX_DEVICES;
-			/* other keys (disk=, net=) are informational */
+			else
+				ok = true;   /* other keys (disk=, net=) are informational, not numbers */
 			free(val);
 			if (!ok)
 				goto bad;

@@ -305,6 +305,15 @@ static void vcpu_dispatch_exit(struct vcpu *c)
 	case KVM_EXIT_INTERNAL_ERROR:
 		handle_internal_error(c);
 		break;
+	case KVM_EXIT_X86_WRMSR:
+		vcpu_syscall_handle_wrmsr(c);
+		break;
+	case KVM_EXIT_DEBUG:
+		if (vcpu_syscall_handle_debug(c) < 0) {
+			vcpu_dump(c, err_msg());
+			vm_request_end(c->vm, VM_END_INTERNAL, 8, "SYSCALL assist failed");
+		}
+		break;
 	case KVM_EXIT_FAIL_ENTRY: {
 		char why[96];
 		snprintf(why, sizeof(why), "VM entry failed (hardware reason %#llx)",
@@ -360,6 +369,7 @@ static void *vcpu_thread(void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	uint64_t none = 0, now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 	__atomic_compare_exchange_n(&vm->first_run_ns, &none, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	vcpu_syscall_assist_arm(c);   /* a restored vCPU may have LSTAR set already */
 	while (!__atomic_load_n(&vm->ending, __ATOMIC_ACQUIRE)) {
 		/* A pause request sets immediate_exit, so KVM_RUN completes any pending
 		 * I/O exit and returns EINTR at once: only then is the state stable. */

@@ -20,5 +20,12 @@ int vcpu_signals_init(void);
 void vcpu_dump(struct vcpu *c, const char *why);
 /* Complete an instruction KVM failed to emulate; 0 if done, <0 if not possible. */
 int vcpu_emul_assist(struct vcpu *c);
+/* SYSCALL assist (vcpu_syscall.c): trap LSTAR writes on the VM (0 or -errno),
+ * keep the LSTAR breakpoint of a vCPU current, handle its exits. */
+int vm_syscall_assist_setup(int vm_fd, int kvm_fd);
+uint32_t vm_syscall_assist_step_flags(int kvm_fd);
+void vcpu_syscall_assist_arm(struct vcpu *c);
+void vcpu_syscall_handle_wrmsr(struct vcpu *c);
+int vcpu_syscall_handle_debug(struct vcpu *c);
 
 #endif

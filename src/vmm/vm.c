@@ -264,6 +264,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		struct kvm_enable_cap cap = { .cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE, .args[0] = 1 };
 		ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap);
 	}
+	/* Lets guest user space make system calls on hosts (kvm_pvm) whose SYSCALL
+	 * does not enter CPL0; inert elsewhere. Optional: without it, none can. */
+	vm->syscall_assist = vm_syscall_assist_setup(vm->vm_fd, vm->kvm_fd) == 0;
+	vm->syscall_step_flags = vm_syscall_assist_step_flags(vm->kvm_fd);
 	/* Memory slots before the irqchip: on the development host (kvm_pvm) a
 	 * 512 MiB slot took 0.5-3 ms this way round and 6-12 ms after
 	 * KVM_CREATE_IRQCHIP/PIT2 (docs/benchmarks.md, "State"). */

@@ -19,6 +19,15 @@
 #                         a host without VMX/SVM, init on a VMX/SVM host)
 #   LINUX_BOOT_STOP_AFTER stop the guest as soon as this milestone is seen (default: none)
 #   LINUX_BOOT_LOG        serial log path (default $LINUX_GUEST_DIR/boot-vmsvc.serial.log)
+#   LINUX_BOOT_DEVICES    1 (default): attach a virtio-blk disk (an 8 MiB raw image made here),
+#                         a virtio-rng and, as root with /dev/net/tun, a virtio-net NIC on a tap
+#                         vmsvc creates; 0: no PCI devices (the boot as it was before them)
+#   LINUX_BOOT_SNAPSHOT_AT milestone at which to write a snapshot of the running guest
+#                         (vmsvc snapshot) to LINUX_BOOT_SNAPSHOT_DIR (default
+#                         $LINUX_GUEST_DIR/snapshot-KEY); the guest keeps running. The disk
+#                         is then DIR.disk.img and stays.
+#   LINUX_BOOT_RESTORE    continue such a snapshot (vmsvc run --restore DIR, disk DIR.disk.img)
+#                         instead of booting: minutes saved when only init and later matter
 #
 # Output: per milestone the wall time, vmsvc's CPU time (load-independent on this host) and
 # the guest's printk time.
@@ -64,17 +73,52 @@ case " $CMDLINE " in *" vmsvc.autotest="*) ;; *) CMDLINE="$CMDLINE vmsvc.autotes
 if [ $HWVIRT = 1 ]; then MEM=${LINUX_BOOT_MEM:-512M}; else MEM=${LINUX_BOOT_MEM:-256M}; fi
 if [ $HWVIRT = 1 ]; then REQUIRE=${LINUX_BOOT_REQUIRE:-init}; else REQUIRE=${LINUX_BOOT_REQUIRE:-fpu_done}; fi
 STOP_AFTER=${LINUX_BOOT_STOP_AFTER:-}
+SNAP_AT=${LINUX_BOOT_SNAPSHOT_AT:-}
+SNAP_DIR=${LINUX_BOOT_SNAPSHOT_DIR:-$GUEST/snapshot-$SNAP_AT}
+RESTORE=${LINUX_BOOT_RESTORE:-}
+# Unique per run (parallel runs, other worktrees): the control socket and the tap.
+VM_NAME=linux-boot-$$
+DEVARGS=()
+DISK=
+TAP=
+if [ "${LINUX_BOOT_DEVICES:-1}" = 1 ]; then
+    # The disk only has to exist for the driver to bind: zeros, discarded afterwards.
+    if [ -n "$RESTORE" ]; then
+        DISK=$RESTORE.disk.img       # the snapshot's disk; kept
+        [ -f "$DISK" ] || { log "FAIL: no $DISK for the snapshot $RESTORE"; exit 1; }
+        SNAPPED=1
+    elif [ -n "$SNAP_AT" ]; then
+        DISK=$SNAP_DIR.disk.img
+        rm -f "$DISK"; truncate -s 8M "$DISK"
+    else
+        DISK=$(mktemp "${TMPDIR:-/tmp}/linux-boot-disk.XXXXXX") || { log "FAIL: mktemp"; exit 1; }
+        truncate -s 8M "$DISK"
+    fi
+    DEVARGS+=(--disk "$DISK,serial=linux-boot" --rng)
+    if [ "$(id -u)" = 0 ] && [ -w /dev/net/tun ]; then
+        TAP=lxboot$$                  # <= 15 characters; vmsvc deletes it when it exits
+        DEVARGS+=(--net "tap=$TAP,create=on")
+    else
+        log "no virtio-net NIC: creating a tap needs root and /dev/net/tun"
+    fi
+fi
+# A snapshot refers to the disk, so the disk stays when one was written.
+cleanup() { [ -z "$DISK" ] || [ -n "${SNAPPED:-}" ] || rm -f "$DISK"; }
+trap cleanup EXIT
 
 # Milestones in boot order: key, label, extended regex on the serial log.
 # fpu_done has no regex: it is "some line printed after the x86/fpu: lines".
-KEYS=(banner cmdline memory console fpu fpu_done alternatives clocksource lockup inet6 freeing runinit init modules ready killinit panic)
+KEYS=(banner cmdline memory console fpu fpu_done alternatives pci_virtio clocksource lockup inet6 freeing runinit init
+      blk_probe blk_ok rng_ok net_ok modules ready killinit panic)
 declare -A LABEL=(
     [banner]="Linux version banner" [cmdline]="Command line:" [memory]="Memory:"
     [console]="console [ttyS0] enabled" [fpu]="x86/fpu: line" [fpu_done]="past FPU init"
     [alternatives]="alternatives patched" [clocksource]="Switched to clocksource"
     [lockup]="soft lockup warning" [inet6]="PF_INET6 (BTF parsed)" [killinit]="Attempted to kill init" [freeing]="Freeing unused kernel"
     [runinit]="Run /init" [init]="/init started" [modules]="virtio modules loaded"
-    [ready]="autotest ok / shell" [panic]="Kernel panic")
+    [ready]="autotest ok / shell" [panic]="Kernel panic"
+    [pci_virtio]="PCI: virtio device found" [blk_probe]="virtio_blk: [vda]"
+    [blk_ok]="vmsvc: blk DRIVER_OK" [rng_ok]="vmsvc: rng DRIVER_OK" [net_ok]="vmsvc: net DRIVER_OK")
 declare -A RE=(
     [banner]='Linux version [0-9]' [cmdline]='Command line:' [memory]='Memory: [0-9]+K'
     [console]='console \[ttyS0\] enabled' [fpu]='x86/fpu:' [fpu_done]=''
@@ -82,7 +126,11 @@ declare -A RE=(
     [lockup]='soft lockup' [inet6]='NET: Registered PF_INET6' [killinit]='Attempted to kill init' [freeing]='Freeing unused kernel'
     [runinit]='Run /init as init process' [init]='VMSVC-GUEST: init started'
     [modules]='VMSVC-GUEST: modules loaded' [ready]='VMSVC-GUEST: (autotest ok|shell)'
-    [panic]='Kernel panic')
+    [panic]='Kernel panic'
+    [pci_virtio]='pci [0-9a-f:.]+: \[1af4:10[0-9a-f]{2}\]' [blk_probe]='virtio_blk virtio[0-9]+: \[vda\]'
+    [blk_ok]='virtio-blk[^:]*: driver ready' [rng_ok]='virtio-rng[^:]*: driver ready' [net_ok]='virtio-net[^:]*: driver ready')
+# Milestones found in vmsvc's stderr (device side, needs -v) instead of the serial log.
+declare -A IN_STDERR=([blk_ok]=1 [rng_ok]=1 [net_ok]=1)
 declare -A WALL=() GUESTT=() CPU=()
 
 # guest_time LINE: the printk timestamp "[   12.345678]" of LINE, or "-".
@@ -105,6 +153,8 @@ scan() {
         [ -n "${WALL[$k]:-}" ] && continue
         if [ "$k" = fpu_done ]; then
             line=$(tr -d '\r' <"$LOG" | awk '/x86\/fpu:/ { seen = 1; next } seen && NF { print; exit }')
+        elif [ -n "${IN_STDERR[$k]:-}" ]; then
+            line=$(grep -aE -m1 -- "${RE[$k]}" "$ERR")
         else
             line=$(tr -d '\r' <"$LOG" | grep -aE -m1 -- "${RE[$k]}")
         fi
@@ -124,10 +174,17 @@ log "kernel:  $GUEST/vmlinuz ($(cat "$GUEST/version" 2>/dev/null || echo '?')), 
 log "host:    $([ $HWVIRT = 1 ] && echo 'VMX/SVM' || echo 'no VMX/SVM (kvm_pvm?)'), timeout ${TIMEOUT}s, require '$REQUIRE'"
 log "cmdline: $CMDLINE"
 log "serial:  $LOG   vmsvc stderr: $ERR"
+log "devices: ${DEVARGS[*]:-none}"
 
-"$VMSVC" run --kernel "$GUEST/vmlinuz" --initrd "$INITRD" \
-    --append "$CMDLINE" --cpu-features emulator-safe --serial "file:$LOG" \
-    --mem "$MEM" --stats </dev/null >"$ERR" 2>&1 &
+if [ -n "$RESTORE" ]; then
+    log "restoring $RESTORE (milestones before the snapshot are not in this serial log)"
+    "$VMSVC" run --restore "$RESTORE" --serial "file:$LOG" \
+        --stats -v --name "$VM_NAME" "${DEVARGS[@]}" </dev/null >"$ERR" 2>&1 &
+else
+    "$VMSVC" run --kernel "$GUEST/vmlinuz" --initrd "$INITRD" \
+        --append "$CMDLINE" --cpu-features emulator-safe --serial "file:$LOG" \
+        --mem "$MEM" --stats -v --name "$VM_NAME" "${DEVARGS[@]}" </dev/null >"$ERR" 2>&1 &
+fi
 PID=$!
 START=$(date +%s.%N)
 elapsed() { awk -v s="$START" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
@@ -138,6 +195,15 @@ while :; do
     E=$(elapsed)
     scan "$E"
     if ! kill -0 "$PID" 2>/dev/null; then STATUS=exited; break; fi
+    if [ -n "$SNAP_AT" ] && [ -n "${WALL[$SNAP_AT]:-}" ] && [ -z "${SNAPPED:-}" ]; then
+        SNAPPED=1
+        rm -rf "$SNAP_DIR"
+        if out=$("$VMSVC" snapshot "$VM_NAME" "$SNAP_DIR" 2>&1); then
+            log "snapshot at $SNAP_AT written to $SNAP_DIR (restore: $VMSVC run --restore $SNAP_DIR ${DEVARGS[*]}; the disk is kept)"
+        else
+            log "snapshot at $SNAP_AT failed: $(tail -n 1 <<<"$out")"
+        fi
+    fi
     if [ -n "$STOP_AFTER" ] && [ -n "${WALL[$STOP_AFTER]:-}" ]; then STATUS="stopped after $STOP_AFTER"; break; fi
     if [ -n "${WALL[panic]:-}" ] && awk -v e="$E" -v p="${WALL[panic]}" 'BEGIN { exit !(e - p > 5) }'; then
         STATUS="stopped after panic"; break
@@ -167,7 +233,7 @@ echo "--- vmsvc stderr (tail) ---"
 tail -n 40 "$ERR"
 echo
 
-if [ -z "${WALL[banner]:-}" ]; then
+if [ -z "${WALL[banner]:-}" ] && [ -z "$RESTORE" ]; then
     log "FAIL: no 'Linux version' banner on the serial console"
     exit 1
 fi
