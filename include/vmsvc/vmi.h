@@ -76,6 +76,9 @@ int vmi_mem_from_elfcore(struct vmi_mem *m, const uint8_t *img, size_t len);
 int vmi_mem_from_flat(struct vmi_mem *m, const uint8_t *img, size_t len, uint64_t base_pa);
 /* A live VM's RAM; regions must stay mapped while m is used. */
 int vmi_mem_from_guest(struct vmi_mem *m, const struct guest_mem *g);
+/* After vmi_mem_from_guest on a mapping made for m: take the CPU and MSR hints
+ * of `hints` and own the mapping [map, map+map_len) (unmapped by close). */
+void vmi_mem_adopt(struct vmi_mem *m, const struct vmi_mem *hints, void *map, size_t map_len);
 void vmi_mem_close(struct vmi_mem *m);
 /* Register the "memory" control command (control_mem.c, docs/api.md) that
  * hands `vmsvc inspect NAME` the guest RAM fd, layout and vCPU registers. */

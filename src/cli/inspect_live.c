@@ -277,13 +277,7 @@ int live_attach(struct live_vm *lv, struct vmi_mem *m)
 		err_prefix(r, "%s: ", lv->name);
 		goto out;
 	}
-	m->ncpus = hints.ncpus;
-	memcpy(m->cpu, hints.cpu, sizeof(m->cpu));
-	memcpy(m->cpu_rip, hints.cpu_rip, sizeof(m->cpu_rip));
-	m->have_msrs = hints.have_msrs;
-	m->msrs = hints.msrs;
-	m->map = map;
-	m->map_len = map_len;
+	vmi_mem_adopt(m, &hints, map, map_len);
 	map = MAP_FAILED;
 out:
 	if (r < 0)

@@ -214,6 +214,17 @@ int vmi_mem_open_file(struct vmi_mem *m, const char *path)
 	return 0;
 }
 
+void vmi_mem_adopt(struct vmi_mem *m, const struct vmi_mem *hints, void *map, size_t map_len)
+{
+	m->ncpus = hints->ncpus;
+	memcpy(m->cpu, hints->cpu, sizeof(m->cpu));
+	memcpy(m->cpu_rip, hints->cpu_rip, sizeof(m->cpu_rip));
+	m->have_msrs = hints->have_msrs;
+	m->msrs = hints->msrs;
+	m->map = map;
+	m->map_len = map_len;
+}
+
 void vmi_mem_close(struct vmi_mem *m)
 {
 	if (m->map)

@@ -196,13 +196,7 @@ int vmi_mem_open_snapshot(struct vmi_mem *m, const char *dir)
 		memset(m, 0, sizeof(*m));
 		goto out;
 	}
-	m->ncpus = hints.ncpus;
-	memcpy(m->cpu, hints.cpu, sizeof(m->cpu));
-	memcpy(m->cpu_rip, hints.cpu_rip, sizeof(m->cpu_rip));
-	m->have_msrs = hints.have_msrs;
-	m->msrs = hints.msrs;
-	m->map = map;
-	m->map_len = h.mem_size;
+	vmi_mem_adopt(m, &hints, map, h.mem_size);
 out:
 	if (rc < 0)
 		memset(m, 0, sizeof(*m));
