@@ -470,7 +470,7 @@ int cmd_suspend(int argc, char **argv)
 			       "compressed, encrypted and authenticated (docs/suspend-format.md), then end it.\n"
 			       "The key: a passphrase file (Argon2id) or a file of 32 raw bytes. Continue it with:\n"
 			       "vmsvc resume FILE --key-file F [--disk BASE...]\n"
-			       "--level N: zstd level, -7..-1 (fast, bigger) or 1..19 (default -1).\n"
+			       "--level N: zstd level, -7..-1 (fast, bigger) or 1..19 (default -4).\n"
 			       "A progress bar is drawn on stderr when it is a terminal.\n", usage);
 			return 0;
 		} else if (argv[i][0] == '-') {
