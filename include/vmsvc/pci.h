@@ -168,6 +168,8 @@ void pci_config_get(struct pci_device *d, unsigned offset, void *dst, unsigned l
 /* Current address of a BAR (0 if not declared). */
 uint64_t pci_bar_addr(struct pci_device *d, unsigned bar);
 struct vm *pci_device_vm(struct pci_device *d);
+/* The device's slot on bus 0 (its address is 00:SLOT.0). */
+unsigned pci_device_slot(const struct pci_device *d);
 const char *pci_device_name(struct pci_device *d);
 
 /* Versioned state of a device's PCI function: the guest-writable config bits

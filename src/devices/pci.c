@@ -598,6 +598,8 @@ int pci_device_load(struct pci_device *d, const void *buf, size_t len)
 	return 0;
 }
 
+unsigned pci_device_slot(const struct pci_device *d) { return d->slot; }
+
 struct vm *pci_device_vm(struct pci_device *d) { return d->bus->vm; }
 const char *pci_device_name(struct pci_device *d) { return d->info.name; }
 

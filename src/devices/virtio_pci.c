@@ -374,8 +374,9 @@ static void status_write(struct virtio_dev *d, uint8_t val)
 	if (go && !needs_reset) {
 		/* Device-side evidence that a guest driver bound (tests/linux/boot.sh greps it):
 		 * the kernel itself prints nothing for some drivers, e.g. virtio_net. */
-		log_info("%s: driver ready (DRIVER_OK), features %#llx of %#llx", d->desc.name,
-		         (unsigned long long)negotiated, (unsigned long long)d->host_features);
+		log_info("%s: driver ready (DRIVER_OK), features %#llx of %#llx, PCI 00:%02x.0", d->desc.name,
+		         (unsigned long long)negotiated, (unsigned long long)d->host_features,
+		         d->pci ? pci_device_slot(d->pci) : 0u);
 		iothread_run_sync(d->it, do_activate, d);
 	}
 }
