@@ -72,6 +72,9 @@ struct snap_section {
 };
 
 uint32_t snap_crc32c(uint32_t crc, const void *buf, size_t len);
+/* Read a state file (regular, at most SNAP_MAX_FILE bytes) into a malloc'd buffer;
+ * a short read gives a short buffer, which snap_parse reports with its offset. */
+int snap_read_file(const char *path, uint8_t **out, size_t *len);
 /* Serialise header + sections + end marker into a malloc'd buffer. */
 int snap_build(const struct snap_header *h, const struct snap_section *sec, unsigned n, uint8_t **out,
 	       size_t *out_len);

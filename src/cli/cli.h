@@ -48,4 +48,8 @@ int console_start(struct vm *vm, int in_fd);
 void console_stop(void);
 void console_restore_terminal(void);
 
+/* Connect to a VM's control socket (name or path) with send/receive timeouts.
+ * Returns the fd, or -ENOENT (no socket), -ECONNREFUSED (stale), -errno; message set. */
+int cli_control_connect(const char *name_or_path, int timeout_s);
+
 #endif

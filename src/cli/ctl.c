@@ -51,30 +51,9 @@ struct conn {
 /* 0, or -ECONNREFUSED/-ENOENT (stale or missing socket), other -errno; message set. */
 static int conn_open(struct conn *c, const char *name_or_path, int timeout_s)
 {
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	int r = control_resolve_path(name_or_path, path, sizeof(path));
-	if (r < 0)
-		return r;
 	c->len = c->off = 0;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
-		return err_set(errno, "socket: %s", strerror(errno));
-	struct timeval tv = { .tv_sec = timeout_s };
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(c->fd);
-		c->fd = -1;
-		if (e == ENOENT)
-			return err_set(ENOENT, "no VM named '%s' (%s does not exist; see 'vmsvc ls')", name_or_path, path);
-		if (e == ECONNREFUSED)
-			return err_set(ECONNREFUSED, "VM '%s' is not running (stale socket %s)", name_or_path, path);
-		return err_set(e, "%s: %s", path, strerror(e));
-	}
-	return 0;
+	c->fd = cli_control_connect(name_or_path, timeout_s);
+	return c->fd < 0 ? c->fd : 0;
 }
 
 static void conn_close(struct conn *c)

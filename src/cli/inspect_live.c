@@ -16,6 +16,7 @@
 #include <vmsvc/control.h>
 #include <vmsvc/err.h>
 #include <vmsvc/vmi.h>
+#include "cli/cli.h"
 #include "cli/inspect.h"
 
 #ifndef HAVE_JSONC
@@ -37,27 +38,11 @@ int live_open(struct live_vm *lv, const char *name)
 	memset(lv, 0, sizeof(*lv));
 	lv->fd = -1;
 	snprintf(lv->name, sizeof(lv->name), "%s", name);
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	int r = control_resolve_path(name, path, sizeof(path));
-	if (r < 0)
-		return r;
-	lv->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (lv->fd < 0)
-		return err_set(errno, "socket: %s", strerror(errno));
-	struct timeval tv = { .tv_sec = LIVE_TIMEOUT_S };
-	setsockopt(lv->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(lv->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (connect(lv->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(lv->fd);
+	lv->fd = cli_control_connect(name, LIVE_TIMEOUT_S);
+	if (lv->fd < 0) {
+		int r = lv->fd;
 		lv->fd = -1;
-		if (e == ENOENT)
-			return err_set(ENOENT, "no VM named '%s' (%s does not exist; see 'vmsvc ls')", name, path);
-		if (e == ECONNREFUSED)
-			return err_set(ECONNREFUSED, "VM '%s' is not running (stale socket %s)", name, path);
-		return err_set(e, "%s: %s", path, strerror(e));
+		return r;
 	}
 	return 0;
 }

@@ -595,7 +595,7 @@ struct snapshot_restore {
 	bool mem_shared;   /* mem_fd is a memfd of RAM (resume FILE): map it shared as the VM's memfd */
 };
 
-static int read_file(const char *path, uint8_t **out, size_t *len)
+int snap_read_file(const char *path, uint8_t **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -754,7 +754,7 @@ int snapshot_restore_open(struct vm *vm, const char *dir)
 		return err_set(ENAMETOOLONG, "snapshot directory name too long");
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->state_path, sizeof(s->state_path), "%s/state", dir);
-	int r = read_file(s->state_path, &s->file, &s->file_len);
+	int r = snap_read_file(s->state_path, &s->file, &s->file_len);
 	if (r < 0)
 		return r;
 	return restore_open_common(vm, s);

@@ -28,36 +28,6 @@ enum { T_REGS = 1, T_SREGS = 2, T_SREGS2 = 3, T_MSRS = 6 };
 #define MSR_LSTAR 0xc0000082
 #define MSR_CSTAR 0xc0000083
 
-static int read_small_file(const char *path, uint8_t **out, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(errno, "%s: %s", path, strerror(errno));
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > SNAP_MAX_FILE) {
-		close(fd);
-		return err_set(EINVAL, "%s: not a regular file of 1 to %u bytes", path, SNAP_MAX_FILE);
-	}
-	uint8_t *buf = malloc((size_t)st.st_size);
-	size_t got = 0;
-	while (buf && got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	if (!buf || got != (size_t)st.st_size) {
-		free(buf);
-		return err_set(buf ? EIO : ENOMEM, "%s: short read", path);
-	}
-	*out = buf;
-	*len = got;
-	return 0;
-}
-
 /* Registers of one vCPU blob (already checked by vmstate_vcpu_check). */
 static void vcpu_hints(struct vmi_mem *m, const uint8_t *b, size_t len, bool first)
 {
@@ -118,7 +88,7 @@ int vmi_mem_open_snapshot(struct vmi_mem *m, const char *dir)
 		return err_set(ENAMETOOLONG, "%s: path too long", dir);
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int rc = read_small_file(state, &buf, &len);
+	int rc = snap_read_file(state, &buf, &len);
 	if (rc < 0)
 		return rc;
 	struct snap_header h;
