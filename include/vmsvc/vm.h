@@ -141,12 +141,9 @@ struct vm {
 	char end_msg[256];
 
 	struct snapshot_restore *restore; /* snapshot being restored (vmstate.h), else NULL */
-	/* Restore: irqchip_kvm_finish (routes, PIT) runs on this thread while vCPUs
-	 * and devices are set up; vm_irqchip_ready() joins it. */
-	pthread_t irq_thread;
-	bool irq_thread_running;
-	int irq_thread_result;
-	char irq_thread_err[256];
+	/* Restore: irqchip_kvm_finish (routes, PIT) runs as a side job (vm.c) while
+	 * vCPUs and devices are set up; vm_irqchip_ready() finishes it. */
+	struct side_job *irq_job;
 	uint64_t first_run_ns;    /* CLOCK_MONOTONIC when a vCPU first entered KVM_RUN */
 
 	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */

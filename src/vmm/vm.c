@@ -87,46 +87,143 @@ static int vm_setup_devices(struct vm *vm)
 	return 0;
 }
 
-static void *irqchip_finish_thread(void *arg)
-{
-	struct vm *vm = arg;
-	vm->irq_thread_result = irqchip_kvm_finish(&vm->irq);
-	if (vm->irq_thread_result < 0)
-		snprintf(vm->irq_thread_err, sizeof(vm->irq_thread_err), "%s", err_msg());
-	return NULL;
-}
-
-int vm_irqchip_ready(struct vm *vm)
-{
-	if (!vm->irq_thread_running)
-		return 0;
-	pthread_join(vm->irq_thread, NULL);
-	vm->irq_thread_running = false;
-	if (vm->irq_thread_result < 0)   /* err_msg() is per thread: carried over */
-		return err_set(-vm->irq_thread_result, "%s", vm->irq_thread_err);
-	return 0;
-}
-
-/* Restore: read and validate the snapshot on its own thread while KVM creates
- * the VM (neither needs the other). */
-struct restore_open_job {
-	struct vm *vm;
-	const struct vm_config *cfg;
-	pthread_t t;
+/* A piece of restore work that runs on a helper thread or, if that thread has
+ * not started it yet when its result is needed, on the thread that needs it:
+ * on a loaded host a new thread can wait milliseconds for a CPU, and waiting
+ * for it would then cost more than the work. Shared by the owner and the
+ * helper thread (refs); whoever drops the last reference frees it, so the
+ * owner never has to wait for a helper that never got to run. */
+struct side_job {
+	int (*fn)(void *arg);
+	void *arg;
+	int refs;      /* atomic */
+	int claimed;   /* atomic: the work was taken by one of the two threads */
+	int done;      /* owner-side: result is final */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 	int result;
 	char err[512];
 };
 
-static void *restore_open_thread(void *arg)
+static void side_job_put(struct side_job *j)
 {
-	struct restore_open_job *j = arg;
-	const struct vm_config *cfg = j->cfg;
-	j->result = cfg->restore_state ? snapshot_restore_open_buf(j->vm, cfg->restore_state, cfg->restore_state_len,
-								   cfg->restore_mem_fd, cfg->restore_name)
-				       : snapshot_restore_open(j->vm, cfg->restore_dir);
-	if (j->result < 0)
+	if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		pthread_mutex_destroy(&j->lock);
+		pthread_cond_destroy(&j->cond);
+		free(j);
+	}
+}
+
+static void side_job_run(struct side_job *j)
+{
+	int r = j->fn(j->arg);
+	pthread_mutex_lock(&j->lock);
+	j->result = r;
+	if (r < 0)   /* err_msg() is per thread: carried over */
 		snprintf(j->err, sizeof(j->err), "%s", err_msg());
+	j->done = 1;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
+static void *side_job_thread(void *arg)
+{
+	struct side_job *j = arg;
+	if (!__atomic_exchange_n(&j->claimed, 1, __ATOMIC_ACQ_REL))
+		side_job_run(j);
+	side_job_put(j);
 	return NULL;
+}
+
+/* Start fn(arg) on a detached thread (or run it now if `thread` is false or no
+ * thread can be made). NULL only when out of memory (then nothing ran). */
+static struct side_job *side_job_start(int (*fn)(void *), void *arg, bool thread)
+{
+	struct side_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->fn = fn;
+	j->arg = arg;
+	j->refs = 1;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	pthread_t t;
+	pthread_attr_t attr;
+	bool started = false;
+	if (thread && pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		j->refs = 2;
+		started = pthread_create(&t, &attr, side_job_thread, j) == 0;
+		if (!started)
+			j->refs = 1;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started) {
+		j->claimed = 1;
+		side_job_run(j);
+	}
+	return j;
+}
+
+/* The job's result (0 or its error, err_msg() set); runs it here if the helper
+ * thread has not begun, else waits for it. Frees the owner's reference. */
+static int side_job_finish(struct side_job *j)
+{
+	if (!__atomic_exchange_n(&j->claimed, 1, __ATOMIC_ACQ_REL))
+		side_job_run(j);
+	pthread_mutex_lock(&j->lock);
+	while (!j->done)
+		pthread_cond_wait(&j->cond, &j->lock);
+	int r = j->result;
+	pthread_mutex_unlock(&j->lock);
+	if (r < 0)
+		err_set(-r, "%s", j->err);
+	side_job_put(j);
+	return r;
+}
+
+/* The owner no longer wants the result: if the work has not begun it never
+ * will; if it has, wait for it (it uses the owner's data). */
+static void side_job_cancel(struct side_job *j)
+{
+	if (__atomic_exchange_n(&j->claimed, 1, __ATOMIC_ACQ_REL)) {
+		pthread_mutex_lock(&j->lock);
+		while (!j->done)
+			pthread_cond_wait(&j->cond, &j->lock);
+		pthread_mutex_unlock(&j->lock);
+	}
+	side_job_put(j);
+}
+
+static int irqchip_finish_job(void *arg)
+{
+	struct vm *vm = arg;
+	return irqchip_kvm_finish(&vm->irq);
+}
+
+int vm_irqchip_ready(struct vm *vm)
+{
+	struct side_job *j = vm->irq_job;
+	if (!j)
+		return 0;
+	vm->irq_job = NULL;
+	return side_job_finish(j);
+}
+
+/* Restore: read and validate the snapshot as a side job while KVM creates the
+ * VM (neither needs the other). */
+struct restore_open_args {
+	struct vm *vm;
+	const struct vm_config *cfg;
+};
+
+static int restore_open_job(void *arg)
+{
+	struct restore_open_args *a = arg;
+	const struct vm_config *cfg = a->cfg;
+	return cfg->restore_state ? snapshot_restore_open_buf(a->vm, cfg->restore_state, cfg->restore_state_len,
+							      cfg->restore_mem_fd, cfg->restore_name)
+				  : snapshot_restore_open(a->vm, cfg->restore_dir);
 }
 
 /* vCPUs with CPUID and initial MSRs; the BSP starts at `entry` (NULL: restore). */
@@ -229,20 +326,18 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 	/* Restore: validate the whole snapshot and take the machine shape from it
 	 * before anything is built on the VM (only the empty KVM VM is created
 	 * meanwhile, on this thread). */
-	struct restore_open_job job = { .vm = vm, .cfg = cfg };
+	struct restore_open_args open_args = { .vm = vm, .cfg = cfg };
 	bool threads = !getenv("VMSVC_RESTORE_SEQUENTIAL");
-	bool job_running = restoring && threads && pthread_create(&job.t, NULL, restore_open_thread, &job) == 0;
-	if (restoring && !job_running)
-		restore_open_thread(&job);
+	struct side_job *open_job = NULL;
+	if (restoring && !(open_job = side_job_start(restore_open_job, &open_args, threads))) {
+		r = err_set(ENOMEM, "out of memory");
+		goto fail;
+	}
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	int create_errno = errno;
 	step_done(&st, "create-vm");
-	if (job_running)
-		pthread_join(job.t, NULL);
-	if (restoring && job.result < 0) {
-		r = err_set(-job.result, "%s", job.err);
+	if (open_job && (r = side_job_finish(open_job)) < 0)
 		goto fail;
-	}
 	step_done(&st, "read+validate(overlapped)");
 	if (vm->vm_fd < 0) {
 		r = err_set(create_errno, "KVM_CREATE_VM failed: %s (KVM is not usable on this host)",
@@ -287,9 +382,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 		if ((r = vm_create_vcpus(vm, NULL)) < 0)
 			goto fail;
 		step_done(&st, "vcpus");
-		vm->irq_thread_running = threads && pthread_create(&vm->irq_thread, NULL, irqchip_finish_thread, vm) == 0;
-		if (!vm->irq_thread_running && (r = irqchip_kvm_finish(&vm->irq)) < 0)
+		if (!(vm->irq_job = side_job_start(irqchip_finish_job, vm, threads))) {
+			r = err_set(ENOMEM, "out of memory");
 			goto fail;
+		}
 		if ((r = vm_setup_devices(vm)) < 0)
 			goto fail;
 		step_done(&st, "devices");
@@ -460,7 +556,10 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
-	vm_irqchip_ready(vm);   /* a failed restore may leave the thread running */
+	if (vm->irq_job) {   /* a failed restore may leave it running */
+		side_job_cancel(vm->irq_job);
+		vm->irq_job = NULL;
+	}
 	for (int i = 0; i < VM_MAX_CPUS; i++)
 		vcpu_destroy(&vm->cpu[i]);
 	for (int i = (int)vm->ndevices - 1; i >= 0; i--)
