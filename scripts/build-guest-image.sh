@@ -156,7 +156,8 @@ cat >"$ROOT/etc/init.d/rcS" <<'EOF'
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# (Debian's busybox has no mountpoint applet; the initramfs normally moved /dev here.)
+grep -q '^[^ ]* /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev
 mount -o remount,rw / 2>/dev/null
 mount -t tmpfs tmpfs /run
 hostname -F /etc/hostname 2>/dev/null

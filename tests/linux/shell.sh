@@ -100,7 +100,16 @@ ARGS=(run "$IMG")
 ARGS+=(--cpu-features emulator-safe --mem "$MEM" --serial stdio --stats -v --name "$NAME")
 log "vmsvc:   $VMSVC"
 log "image:   $IMG (expected root $ROOT)"
-log "command: vmsvc$(printf ' %q' "${ARGS[@]}")"
+# shell_words ARG...: ARGS as one line to paste into a shell ('...' where needed).
+shell_words() {
+    local a out=
+    for a in "$@"; do
+        case $a in *[!A-Za-z0-9_./:=,+-]*|'') a="'${a//\'/\'\\\'\'}'" ;; esac
+        out="$out $a"
+    done
+    echo "${out# }"
+}
+log "command: vmsvc $(shell_words "${ARGS[@]}")"
 log "serial:  $LOG   vmsvc stderr: $ERR"
 log "timeouts: ${TIMEOUT}s to the prompt, ${CMD_TIMEOUT}s per command"
 
