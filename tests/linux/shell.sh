@@ -4,7 +4,7 @@
 # check the answers, type `poweroff` and require vmsvc to exit with status 0.
 #
 #   tests/linux/shell.sh [IMG]     # default $LINUX_SHELL_IMG or <repo>/build/guest.img
-#                                  # (the GPT image, built if missing)
+#                                  # (the GPT image, built if missing or stale)
 #
 # The console is vmsvc's default `--serial stdio`: stdin is a FIFO this script writes
 # the keystrokes to (Enter is sent as CR, as a terminal does), stdout is the serial log.
@@ -18,7 +18,7 @@
 # Environment (all optional):
 #   VMSVC                   vmsvc binary (default <repo>/build/vmsvc)
 #   LINUX_SHELL_IMG         the image when no IMG argument is given; built with
-#                           scripts/build-guest-image.sh if missing
+#                           scripts/build-guest-image.sh if missing or older than it
 #   LINUX_GUEST_DIR         kernel/busybox cache for that build (scripts/build-linux-guest.sh)
 #   LINUX_SHELL_ROOT        expected root device (default: /dev/vda1 if the image has a
 #                           partition table (0x55AA at byte 510), else /dev/vda)
@@ -54,13 +54,15 @@ FAILED=0
 if [ ! -x "$VMSVC" ]; then log "SKIP: no vmsvc at $VMSVC (set VMSVC=...)"; exit 77; fi
 if [ ! -r /dev/kvm ]; then log "SKIP: no /dev/kvm"; exit 77; fi
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then HWVIRT=1; else HWVIRT=0; fi
-if [ ! -f "$IMG" ]; then
+# Without an IMG argument the image is (re)built when it is missing or older than the
+# script that builds it, so the check runs on what build-guest-image.sh makes now.
+if [ ! -f "$IMG" ] || { [ $# -eq 0 ] && [ "$REPO/scripts/build-guest-image.sh" -nt "$IMG" ]; }; then
     [ $# -eq 0 ] || { log "FAIL: no image $IMG"; exit 1; }
     for t in mke2fs debugfs sfdisk; do
         PATH=$PATH:/sbin:/usr/sbin command -v "$t" >/dev/null 2>&1 ||
             { log "SKIP: no $IMG and no '$t' to build it (apt-get install e2fsprogs fdisk)"; exit 77; }
     done
-    log "building the GPT image $IMG (scripts/build-guest-image.sh)"
+    log "building the GPT image $IMG (scripts/build-guest-image.sh, ~25 s)"
     "$REPO/scripts/build-guest-image.sh" "$IMG" || { log "FAIL: image build failed"; exit 1; }
 fi
 if [ -n "${LINUX_SHELL_ROOT:-}" ]; then
