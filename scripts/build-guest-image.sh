@@ -16,7 +16,8 @@
 # (Debian packages, cached in $LINUX_GUEST_DIR, default <repo>/build/linux);
 # this script only lays them out as a root file system:
 #   /boot/vmlinuz-V, /boot/initrd.img-V, /boot/config-V, /vmlinuz and
-#   /initrd.img symlinks, busybox, /sbin/init, /lib/modules/V, /etc/fstab.
+#   /initrd.img symlinks, busybox, /sbin/init (busybox init: /etc/inittab,
+#   /etc/init.d/rcS, /etc/init.d/console-shell), /lib/modules/V, /etc/fstab.
 # The Debian cloud kernel has virtio_blk as a module, so the initrd is needed:
 # it is build-linux-guest.sh's initramfs plus a second cpio archive whose /init
 # loads the modules, mounts root= and switch_roots (the kernel unpacks
