@@ -16,7 +16,8 @@
 # (Debian packages, cached in $LINUX_GUEST_DIR, default <repo>/build/linux);
 # this script only lays them out as a root file system:
 #   /boot/vmlinuz-V, /boot/initrd.img-V, /boot/config-V, /vmlinuz and
-#   /initrd.img symlinks, busybox, /sbin/init, /lib/modules/V, /etc/fstab.
+#   /initrd.img symlinks, busybox, /sbin/init (busybox init: /etc/inittab,
+#   /etc/init.d/rcS, /etc/init.d/console-shell), /lib/modules/V, /etc/fstab.
 # The Debian cloud kernel has virtio_blk as a module, so the initrd is needed:
 # it is build-linux-guest.sh's initramfs plus a second cpio archive whose /init
 # loads the modules, mounts root= and switch_roots (the kernel unpacks
@@ -129,21 +130,35 @@ cat "$LG/initramfs.cpio.gz" "$WORK/extra.cpio.gz" >"$WORK/initrd.img"
 # --- 3. root file system tree ---------------------------------------------------
 ROOT=$WORK/root
 cp -a "$LG/initramfs-root" "$ROOT"
-rm -f "$ROOT/init" "$ROOT/linuxrc" "$ROOT/sbin/init"
-mkdir -p "$ROOT/boot" "$ROOT/run" "$ROOT/mnt" "$ROOT/var/tmp"
+rm -f "$ROOT/init" "$ROOT/linuxrc"
+mkdir -p "$ROOT/boot" "$ROOT/run" "$ROOT/mnt" "$ROOT/var/tmp" "$ROOT/etc/init.d"
 cp "$LG/vmlinuz" "$ROOT/boot/vmlinuz-$KVER"
 cp "$WORK/initrd.img" "$ROOT/boot/initrd.img-$KVER"
 [ ! -f "$LG/config" ] || cp "$LG/config" "$ROOT/boot/config-$KVER"
 ln -s "boot/vmlinuz-$KVER" "$ROOT/vmlinuz"
 ln -s "boot/initrd.img-$KVER" "$ROOT/initrd.img"
-cat >"$ROOT/sbin/init" <<'EOF'
+# PID 1 is busybox init (/sbin/init -> busybox), not a shell script: `poweroff`,
+# `reboot` and `halt` without -f only signal PID 1, and a shell script as PID 1
+# leaves those signals unhandled (the kernel drops them), so the guest would not
+# power off when the user types `poweroff`.
+ln -sf /bin/busybox "$ROOT/sbin/init"
+cat >"$ROOT/etc/inittab" <<'EOF'
+# vmsvc guest image: rcS, then one shell on the console; leaving it powers off.
+::sysinit:/etc/init.d/rcS
+::once:/etc/init.d/console-shell
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r
+::shutdown:/bin/sync
+EOF
+cat >"$ROOT/etc/init.d/rcS" <<'EOF'
 #!/bin/sh
-# vmsvc guest image init (root file system on /dev/vda*).  Markers for tests:
+# vmsvc guest image system start (root file system on /dev/vda*).  Markers for tests:
 #   VMSVC-GUEST: rootfs init started / autotest ok / shell
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# (Debian's busybox has no mountpoint applet; the initramfs normally moved /dev here.)
+grep -q '^[^ ]* /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev
 mount -o remount,rw / 2>/dev/null
 mount -t tmpfs tmpfs /run
 hostname -F /etc/hostname 2>/dev/null
@@ -154,12 +169,19 @@ case " $(cat /proc/cmdline) " in
     echo "VMSVC-GUEST: autotest ok"
     sync; poweroff -f ;;
 esac
-echo "VMSVC-GUEST: shell (exit to power off)"
-setsid cttyhack sh -l || sh
-sync
-poweroff -f
 EOF
-chmod 755 "$ROOT/sbin/init"
+cat >"$ROOT/etc/init.d/console-shell" <<'EOF'
+#!/bin/sh
+# The console shell, run once by init. setsid: only a session leader can take a
+# controlling tty, and this script's children are not one; cttyhack then gives the
+# shell the console's tty (ttyS0) as controlling tty, so job control and ^C work.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+echo "VMSVC-GUEST: shell (exit or poweroff to power off)"
+setsid cttyhack sh -l
+sync
+poweroff
+EOF
+chmod 755 "$ROOT/etc/init.d/rcS" "$ROOT/etc/init.d/console-shell"
 echo "$ROOTDEV / ext4 rw 0 1" >"$ROOT/etc/fstab"
 echo vmsvc-guest >"$ROOT/etc/hostname"
 echo "root::0:0:root:/root:/bin/sh" >"$ROOT/etc/passwd"

@@ -395,8 +395,13 @@ int cmd_run(int argc, char **argv)
 			cfg.disks[0] = img_disk;
 			cfg.ndisks++;
 		}
-		log_info("%s: booting %s%s%s from %s partition %d, root=%s", image, img.kernel_file,
-			 img.initrd_file[0] ? " with " : "", img.initrd_file, img.table, img.partition, img.root_dev);
+		if (img.partition > 0)
+			log_info("%s: booting %s%s%s from %s partition %d, root=%s", image, img.kernel_file,
+				 img.initrd_file[0] ? " with " : "", img.initrd_file, img.table, img.partition,
+				 img.root_dev);
+		else /* a bare file system: "none partition 0" would read like an error */
+			log_info("%s: booting %s%s%s from the whole disk (no partition table), root=%s", image,
+				 img.kernel_file, img.initrd_file[0] ? " with " : "", img.initrd_file, img.root_dev);
 	}
 	if (!cfg.kernel && !cfg.restore_dir) {
 		fprintf(stderr, "vmsvc: run: --kernel IMAGE or a disk image is required (see 'vmsvc run --help')\n");
