@@ -15,7 +15,9 @@
 #include <stdint.h>
 
 #define SEALED_KEY_BYTES 32
-#define SEALED_FORMAT_VERSION 1
+/* Written: 2 (the compressed stream may be several zstd frames). Read: 1 and 2. */
+#define SEALED_FORMAT_VERSION 2
+#define SEALED_FORMAT_VERSION_MIN 1
 
 /* ---- Keys: kept in sodium_malloc'd (guarded, mlock'd) memory, wiped on free. ---- */
 struct sealed_key;
@@ -58,6 +60,10 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len);
 /* The same for data that is a MAP_SHARED mapping of fd at fd_off (guest RAM):
  * holes of fd (SEEK_DATA/SEEK_HOLE) are stored as zero runs without being read.
+ * The data is compressed in the background straight from where it is: it must
+ * stay mapped and unchanged until sealed_commit or sealed_abort has returned
+ * (sealed_write copies what it needs before returning). fd = -1: no file, every
+ * page is scanned.
  * fd = SEALED_FD_ANON: data is page-aligned anonymous memory; pages that are not
  * resident (mincore: never touched) are stored as zero runs without being read. */
 #define SEALED_FD_ANON (-2)

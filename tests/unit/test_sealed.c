@@ -389,7 +389,7 @@ static void test_header_edits(void **state)
 
 	edit32(target, bad, SEALED_OFF_VERSION, 7);
 	assert_int_equal(sealed_open(bad, k, NULL, &r), -ENOTSUP);
-	snprintf(want, sizeof(want), "%s: format version 7 is newer than this vmsvc supports (1)", bad);
+	snprintf(want, sizeof(want), "%s: format version 7 is newer than this vmsvc supports (2)", bad);
 	assert_string_equal(err_msg(), want);
 	edit32(target, bad, SEALED_OFF_VERSION, 0);
 	assert_true(sealed_open(bad, k, NULL, &r) < 0);
