@@ -38,8 +38,8 @@ typedef void (*sealed_progress_fn)(uint64_t done, uint64_t total, void *arg);
 struct sealed_opts {
 	/* Argon2id cost for passphrase keys; 0 = defaults (3 passes, 256 MiB). */
 	uint64_t kdf_opslimit, kdf_memlimit;
-	int zstd_level;            /* 0 = default (-1); -7..-1 = zstd --fast levels (less CPU, bigger file) */
-	int zstd_workers;          /* 0 = auto (one zstd thread per CPU up to 4; none on 1 CPU), -1 = none */
+	int zstd_level;            /* 0 = default (-4); -7..-1 = zstd --fast levels (less CPU, bigger file) */
+	int zstd_workers;          /* compressing threads: 0 = auto (one per CPU up to 4; none on 1 CPU), -1 = none */
 	uint32_t chunk_size;       /* encrypted chunk payload; 0 = 1 MiB */
 	sealed_progress_fn progress;
 	void *progress_arg;

@@ -1053,8 +1053,8 @@ static void test_bench(void **state)
 		struct sealed_writer *w;
 		double c0 = cpu(), t0 = now();
 		assert_int_equal(sealed_create(path, k, &o, &w), 0);
-		for (size_t off = 0; off < len; off += 64 << 20) /* like memory slots */
-			assert_int_equal(sealed_write(w, 1, mem + off, len - off < (64 << 20) ? len - off : 64 << 20), 0);
+		for (size_t off = 0; off < len; off += 64 << 20) /* like suspend's memory records */
+			assert_int_equal(sealed_write_mapped(w, 1, mem + off, len - off < (64 << 20) ? len - off : 64 << 20, -1, 0), 0);
 		assert_int_equal(sealed_commit(w), 0);
 		double t1 = now(), c1 = cpu();
 		struct stat st;
