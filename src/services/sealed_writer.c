@@ -42,7 +42,12 @@
  * worker costs more. */
 #define INLINE_MAX (64u << 10)
 #define MAX_WORKERS 4
-#define MAX_SLOTS (2 * MAX_WORKERS + 2)
+/* Ring of pieces in flight: 4 per worker, as about every other piece is the
+ * few bytes of frame headers before a run (compressed inline, output buffer
+ * barely touched), so each worker still finds work queued while the calling
+ * thread encrypts and writes. */
+#define SLOTS_PER_WORKER 4
+#define MAX_SLOTS (SLOTS_PER_WORKER * MAX_WORKERS + 2)
 /* Writeback is started every this many file bytes (sync_file_range). */
 #define WRITEBACK_STEP (8u << 20)
 
@@ -209,12 +214,19 @@ static void *worker_main(void *arg)
 }
 
 /* Write out finished pieces from head on; with `wait`, first wait for the head
- * piece to finish. Stops at the first piece still being compressed. */
+ * piece to finish. Stops at the first piece still being compressed, and (without
+ * `wait`) as soon as fewer pieces are queued than there are workers: then making
+ * the next piece comes first, or a worker would go idle while this thread
+ * encrypts a backlog. */
 static int drain(struct sealed_writer *w, bool wait)
 {
 	while (w->head < w->tail) {
 		struct piece *p = &w->slot[w->head % w->nslots];
 		pthread_mutex_lock(&w->mu);
+		if (!wait && w->tail - w->next < (uint64_t)w->nworkers) {
+			pthread_mutex_unlock(&w->mu);
+			return 0;
+		}
 		while (wait && p->state != PIECE_DONE)
 			pthread_cond_wait(&w->done_cv, &w->mu);
 		bool ready = p->state == PIECE_DONE;
@@ -734,7 +746,7 @@ static int setup_pipeline(struct sealed_writer *w)
 		return err_set(ENOMEM, "%s: cannot create a condition variable", w->path);
 	}
 	w->sync_ready = true;
-	w->nslots = workers ? 2 * workers + 2 : 2;
+	w->nslots = workers ? SLOTS_PER_WORKER * workers + 2 : 2;
 	/* Workers take no signals: the VM process directs its own at specific threads. */
 	sigset_t all, old;
 	sigfillset(&all);
