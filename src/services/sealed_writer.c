@@ -48,6 +48,8 @@
  * thread encrypts and writes. */
 #define SLOTS_PER_WORKER 4
 #define MAX_SLOTS (SLOTS_PER_WORKER * MAX_WORKERS + 2)
+/* Encrypted chunks queued for the file-writing thread. */
+#define NWBUF 4
 /* Writeback is started every this many file bytes (sync_file_range). */
 #define WRITEBACK_STEP (8u << 20)
 
@@ -103,6 +105,19 @@ struct sealed_writer {
 	uint64_t head, tail, next, nseq;
 	bool filling, stop;
 	struct piece slot[MAX_SLOTS];
+
+	/* File-writing thread (with workers only): encrypted chunks [wdone, wsent)
+	 * wait in wbuf[i % NWBUF]; it writes them in order, so the kernel's part of
+	 * writing runs beside encryption. Its first error is kept in werr/wmsg (the
+	 * err_set message is per thread). Shared under mu. */
+	pthread_t wthr;
+	bool wthr_started, wstop;
+	pthread_cond_t wq_cv, wfree_cv;
+	uint64_t wsent, wdone;
+	int werr;
+	char wmsg[256];
+	uint8_t *wbuf[NWBUF];
+	size_t wlen[NWBUF];
 };
 
 static int write_all(struct sealed_writer *w, const void *buf, size_t len)
@@ -120,16 +135,10 @@ static int write_all(struct sealed_writer *w, const void *buf, size_t len)
 	return 0;
 }
 
-/* Encrypt one chunk of n compressed bytes at src and write it. */
-static int emit_chunk(struct sealed_writer *w, const uint8_t *src, size_t n, uint8_t tag)
+/* Write one encrypted chunk (the calling thread, or the file-writing thread). */
+static int write_chunk(struct sealed_writer *w, const uint8_t *c, size_t clen)
 {
-	unsigned long long clen;
-	/* The header rides as additional data of the first chunk: editing any byte fails it. */
-	const uint8_t *ad = w->nchunks == 0 ? w->hdr : NULL;
-	crypto_secretstream_xchacha20poly1305_push(&w->sec->st, w->cbuf, &clen, src, n, ad,
-						   ad ? SEALED_HDR_SIZE : 0, tag);
-	w->nchunks++;
-	int rc = write_all(w, w->cbuf, (size_t)clen);
+	int rc = write_all(w, c, clen);
 	w->written += clen;
 	if (rc == 0 && w->written - w->flushed >= WRITEBACK_STEP) {
 		/* Start writeback of what is written so far now, so the disk works while we
@@ -139,6 +148,84 @@ static int emit_chunk(struct sealed_writer *w, const uint8_t *src, size_t n, uin
 		w->flushed = w->written;
 	}
 	return rc;
+}
+
+static void *file_writer_main(void *arg)
+{
+	struct sealed_writer *w = arg;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->wstop && w->wdone == w->wsent)
+			pthread_cond_wait(&w->wq_cv, &w->mu);
+		if (w->wstop)
+			break;
+		unsigned i = (unsigned)(w->wdone % NWBUF);
+		bool skip = w->werr != 0; /* after an error nothing more is written */
+		pthread_mutex_unlock(&w->mu);
+		int rc = skip ? 0 : write_chunk(w, w->wbuf[i], w->wlen[i]);
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && !w->werr) {
+			w->werr = rc;
+			snprintf(w->wmsg, sizeof(w->wmsg), "%s", err_msg());
+		}
+		w->wdone++;
+		pthread_cond_signal(&w->wfree_cv);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* With mu held: the file-writing thread's error, raised on this thread. */
+static int file_writer_error(struct sealed_writer *w)
+{
+	return w->werr ? err_set(-w->werr, "%s", w->wmsg) : 0;
+}
+
+/* Wait until every queued chunk is in the file. */
+static int wait_written(struct sealed_writer *w)
+{
+	if (!w->wthr_started)
+		return 0;
+	pthread_mutex_lock(&w->mu);
+	while (w->wdone != w->wsent)
+		pthread_cond_wait(&w->wfree_cv, &w->mu);
+	int rc = file_writer_error(w);
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* Encrypt one chunk of n compressed bytes at src and write it (or queue it for
+ * the file-writing thread). */
+static int emit_chunk(struct sealed_writer *w, const uint8_t *src, size_t n, uint8_t tag)
+{
+	uint8_t *c = w->cbuf;
+	unsigned i = 0;
+	if (w->wthr_started) {
+		pthread_mutex_lock(&w->mu);
+		while (w->wsent - w->wdone == NWBUF && !w->werr)
+			pthread_cond_wait(&w->wfree_cv, &w->mu);
+		int rc = file_writer_error(w);
+		pthread_mutex_unlock(&w->mu);
+		if (rc < 0)
+			return rc;
+		i = (unsigned)(w->wsent % NWBUF);
+		if (!w->wbuf[i] && !(w->wbuf[i] = malloc(w->psize + crypto_secretstream_xchacha20poly1305_ABYTES)))
+			return err_set(ENOMEM, "out of memory");
+		c = w->wbuf[i];
+	}
+	unsigned long long clen;
+	/* The header rides as additional data of the first chunk: editing any byte fails it. */
+	const uint8_t *ad = w->nchunks == 0 ? w->hdr : NULL;
+	crypto_secretstream_xchacha20poly1305_push(&w->sec->st, c, &clen, src, n, ad, ad ? SEALED_HDR_SIZE : 0, tag);
+	w->nchunks++;
+	if (!w->wthr_started)
+		return write_chunk(w, c, (size_t)clen);
+	pthread_mutex_lock(&w->mu);
+	w->wlen[i] = (size_t)clen;
+	w->wsent++;
+	pthread_cond_signal(&w->wq_cv);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
 }
 
 /* A finished piece's zstd frame into chunks, in stream order. Whole chunks that
@@ -623,6 +710,14 @@ static void stop_workers(struct sealed_writer *w)
 	for (int i = 0; i < w->nworkers; i++)
 		pthread_join(w->thr[i], NULL);
 	w->nworkers = 0;
+	if (w->wthr_started) {
+		pthread_mutex_lock(&w->mu);
+		w->wstop = true;
+		pthread_cond_signal(&w->wq_cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->wthr, NULL);
+		w->wthr_started = false;
+	}
 }
 
 static void writer_free(struct sealed_writer *w)
@@ -650,9 +745,13 @@ static void writer_free(struct sealed_writer *w)
 		free(p->stage);
 		free(p->out);
 	}
+	for (int i = 0; i < NWBUF; i++)
+		free(w->wbuf[i]);
 	if (w->sync_ready) {
 		pthread_cond_destroy(&w->work);
 		pthread_cond_destroy(&w->done_cv);
+		pthread_cond_destroy(&w->wq_cv);
+		pthread_cond_destroy(&w->wfree_cv);
 		pthread_mutex_destroy(&w->mu);
 	}
 	free(w->pbuf);
@@ -681,6 +780,8 @@ int sealed_commit(struct sealed_writer *w)
 			rc = drain(w, true);
 		if (rc == 0)
 			rc = emit_chunk(w, w->pbuf, w->plen, crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+		if (rc == 0)
+			rc = wait_written(w);
 		if (rc == 0)
 			rc = place(w);
 	}
@@ -734,17 +835,12 @@ static int setup_pipeline(struct sealed_writer *w)
 		if (ZSTD_isError(e))
 			return err_set(EINVAL, "%s: zstd: %s", w->path, ZSTD_getErrorName(e));
 	}
-	if (pthread_mutex_init(&w->mu, NULL) != 0)
-		return err_set(ENOMEM, "%s: cannot create a mutex", w->path);
-	if (pthread_cond_init(&w->work, NULL) != 0) {
-		pthread_mutex_destroy(&w->mu);
-		return err_set(ENOMEM, "%s: cannot create a condition variable", w->path);
-	}
-	if (pthread_cond_init(&w->done_cv, NULL) != 0) {
-		pthread_cond_destroy(&w->work);
-		pthread_mutex_destroy(&w->mu);
-		return err_set(ENOMEM, "%s: cannot create a condition variable", w->path);
-	}
+	/* With default attributes these cannot fail (glibc, musl). */
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->work, NULL);
+	pthread_cond_init(&w->done_cv, NULL);
+	pthread_cond_init(&w->wq_cv, NULL);
+	pthread_cond_init(&w->wfree_cv, NULL);
 	w->sync_ready = true;
 	w->nslots = workers ? SLOTS_PER_WORKER * workers + 2 : 2;
 	/* Workers take no signals: the VM process directs its own at specific threads. */
@@ -754,6 +850,9 @@ static int setup_pipeline(struct sealed_writer *w)
 	int n = 0;
 	while (n < workers && pthread_create(&w->thr[n], NULL, worker_main, w) == 0)
 		n++;
+	/* Writing gets a thread of its own only where compression has some too. */
+	if (n > 0 && pthread_create(&w->wthr, NULL, file_writer_main, w) == 0)
+		w->wthr_started = true;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	/* Fewer threads than asked (resource limits) still works: the calling thread
 	 * takes the context after the last worker's. */
