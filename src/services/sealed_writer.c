@@ -5,7 +5,9 @@
  * most PIECE_SIZE bytes) and hands them to a few worker threads, each of which
  * compresses whole pieces into independent zstd frames with its own context.
  * The calling thread takes finished pieces strictly in order, cuts their output
- * into chunks, encrypts (secretstream is one sequential stream) and writes. */
+ * into chunks and encrypts them (secretstream is one sequential stream); a
+ * file-writing thread writes the chunks in order. With one CPU there are no
+ * threads: the calling thread does everything. */
 #if defined(HAVE_SODIUM) && defined(HAVE_ZSTD)
 #include <errno.h>
 #include <sys/mman.h>
