@@ -15,7 +15,9 @@
 #include <stdint.h>
 
 #define SEALED_KEY_BYTES 32
-#define SEALED_FORMAT_VERSION 1
+/* Written: 2 (the compressed stream may be several zstd frames). Read: 1 and 2. */
+#define SEALED_FORMAT_VERSION 2
+#define SEALED_FORMAT_VERSION_MIN 1
 
 /* ---- Keys: kept in sodium_malloc'd (guarded, mlock'd) memory, wiped on free. ---- */
 struct sealed_key;
@@ -36,8 +38,8 @@ typedef void (*sealed_progress_fn)(uint64_t done, uint64_t total, void *arg);
 struct sealed_opts {
 	/* Argon2id cost for passphrase keys; 0 = defaults (3 passes, 256 MiB). */
 	uint64_t kdf_opslimit, kdf_memlimit;
-	int zstd_level;            /* 0 = default (-1); -7..-1 = zstd --fast levels (less CPU, bigger file) */
-	int zstd_workers;          /* 0 = auto (one zstd thread per CPU up to 4; none on 1 CPU), -1 = none */
+	int zstd_level;            /* 0 = default (-4); -7..-1 = zstd --fast levels (less CPU, bigger file) */
+	int zstd_workers;          /* compressing threads: 0 = auto (one per CPU up to 4; none on 1 CPU), -1 = none */
 	uint32_t chunk_size;       /* encrypted chunk payload; 0 = 1 MiB */
 	sealed_progress_fn progress;
 	void *progress_arg;
@@ -58,6 +60,10 @@ int sealed_create(const char *path, const struct sealed_key *key, const struct s
 int sealed_write(struct sealed_writer *w, uint32_t type, const void *data, uint64_t len);
 /* The same for data that is a MAP_SHARED mapping of fd at fd_off (guest RAM):
  * holes of fd (SEEK_DATA/SEEK_HOLE) are stored as zero runs without being read.
+ * The data is compressed in the background straight from where it is: it must
+ * stay mapped and unchanged until sealed_commit or sealed_abort has returned
+ * (sealed_write copies what it needs before returning). fd = -1: no file, every
+ * page is scanned.
  * fd = SEALED_FD_ANON: data is page-aligned anonymous memory; pages that are not
  * resident (mincore: never touched) are stored as zero runs without being read. */
 #define SEALED_FD_ANON (-2)

@@ -100,4 +100,11 @@ extern int sealed__no_readahead;
 /* Tests: behave as on a filesystem without O_TMPFILE (named temp files). */
 extern int sealed__no_tmpfile;
 
+/* Tests: the writer's piece with this 1-based number fails to compress (0: none). */
+extern uint64_t sealed__fail_piece;
+/* Tests: the format version the writer puts in the header (0: SEALED_FORMAT_VERSION). */
+extern uint32_t sealed__write_version;
+/* Writer: plaintext per zstd frame (each piece is compressed independently). */
+#define SEALED_PIECE_SIZE (4u << 20)
+
 #endif

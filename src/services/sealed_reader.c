@@ -128,6 +128,7 @@ struct sealed_reader {
 	ZSTD_inBuffer in; /* compressed bytes of the current chunk not yet decompressed */
 	ZSTD_DCtx *dz;
 	size_t zret; /* last ZSTD_decompressStream result: 0 = the frame is complete */
+	uint32_t version; /* 1: one zstd frame; 2: any number of frames, back to back */
 	/* Record state. */
 	bool in_record, done;
 	uint32_t rec_type;
@@ -406,7 +407,8 @@ static int plain_read(struct sealed_reader *r, uint8_t *dst, size_t n)
 				snprintf(what, sizeof(what), "bad compressed data (%s)", ZSTD_getErrorName(zr));
 				return bad(r, what);
 			}
-			if (zr == 0 && out.pos < out.size)
+			/* A frame ended; version 2 streams go on with the next one. */
+			if (zr == 0 && out.pos < out.size && r->version < 2)
 				return bad(r, "compressed stream ends before the end of the records");
 			if (r->in.pos != in0 || out.pos != out0)
 				continue;
@@ -637,8 +639,9 @@ static int check_header(struct sealed_reader *r, const struct sealed_key *key)
 	if (version > SEALED_FORMAT_VERSION)
 		return err_set(ENOTSUP, "%s: format version %u is newer than this vmsvc supports (%u)", n,
 			       version, SEALED_FORMAT_VERSION);
-	if (version != SEALED_FORMAT_VERSION)
+	if (version < SEALED_FORMAT_VERSION_MIN)
 		return err_set(ENOTSUP, "%s: unsupported format version %u", n, version);
+	r->version = version;
 	if (sealed__get32(h + SEALED_OFF_FLAGS) != SEALED_FLAG_ZSTD)
 		return err_set(EINVAL, "%s: unknown flags 0x%x in the header", n, sealed__get32(h + SEALED_OFF_FLAGS));
 	uint32_t chunk = sealed__get32(h + SEALED_OFF_CHUNK);
@@ -756,6 +759,7 @@ int sealed__reader_from_plain(const void *data, size_t len, int compressed, stru
 	if (!r)
 		return err_set(ENOMEM, "out of memory");
 	r->src = compressed ? SRC_MEM_ZSTD : SRC_MEM_RAW;
+	r->version = SEALED_FORMAT_VERSION;
 	r->mem = data;
 	r->mem_len = len;
 	*out = r;

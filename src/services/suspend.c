@@ -45,10 +45,11 @@ static int write_paused(struct vm *vm, struct sealed_writer *w, const uint8_t *d
 		if (n > SUSPEND_MEM_RECORD_MAX)
 			n = SUSPEND_MEM_RECORD_MAX;
 		/* A memfd's holes and anonymous RAM's untouched pages are skipped unread;
-		 * a private file mapping (restored snapshot) has every page scanned. */
-		r = vm->mem.fd >= 0 ? sealed_write_mapped(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n, vm->mem.fd, off)
-		    : vm->mem.anon  ? sealed_write_mapped(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n, SEALED_FD_ANON, 0)
-				    : sealed_write(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n);
+		 * a private file mapping (restored snapshot) has every page scanned. All
+		 * of RAM stays unchanged (paused) until the commit or abort below, so the
+		 * writer compresses it in place. */
+		int fd = vm->mem.fd >= 0 ? vm->mem.fd : vm->mem.anon ? SEALED_FD_ANON : -1;
+		r = sealed_write_mapped(w, SUSPEND_REC_MEMORY, vm->mem.map + off, n, fd, fd >= 0 ? off : 0);
 		test_slowdown();
 	}
 	if (r == 0)

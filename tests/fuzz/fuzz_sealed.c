@@ -6,7 +6,9 @@
  *   2: the rest is the zstd stream inside the chunks: decompression + parser;
  *   3: the rest is sealed properly with the fixed key (split into chunks at
  *      4 KiB, last one FINAL) so the full file path reaches the layers behind
- *      authentication, as a forged-but-keyed file would.
+ *      authentication, as a forged-but-keyed file would. Bit 2 of the mode
+ *      byte picks the header's format version: 2 (the compressed stream may be
+ *      several zstd frames) or 1 (one frame).
  * Records are read into a 64 KiB buffer: longer ones must be refused. */
 #include <stddef.h>
 #include <stdint.h>
@@ -56,11 +58,11 @@ static int memfd_with(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 }
 
 /* Mode 3: a correctly sealed file around arbitrary compressed-stream bytes. */
-static int seal_fd(const uint8_t *data, size_t n)
+static int seal_fd(const uint8_t *data, size_t n, uint32_t version)
 {
 	uint8_t hdr[SEALED_HDR_SIZE] = {0};
 	memcpy(hdr, SEALED_MAGIC, 8);
-	sealed__put32(hdr + SEALED_OFF_VERSION, SEALED_FORMAT_VERSION);
+	sealed__put32(hdr + SEALED_OFF_VERSION, version);
 	sealed__put32(hdr + SEALED_OFF_FLAGS, SEALED_FLAG_ZSTD);
 	sealed__put32(hdr + SEALED_OFF_CHUNK, SEALED_CHUNK_MIN);
 	crypto_secretstream_xchacha20poly1305_state st;
@@ -88,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	uint8_t mode = data[0] & 3;
+	uint32_t version = data[0] & 4 ? SEALED_FORMAT_VERSION_MIN : SEALED_FORMAT_VERSION;
 	data++;
 	size--;
 	struct sealed_reader *r;
@@ -96,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			drain(r);
 		return 0;
 	}
-	int fd = mode == 0 ? memfd_with(data, size, NULL, 0) : seal_fd(data, size);
+	int fd = mode == 0 ? memfd_with(data, size, NULL, 0) : seal_fd(data, size, version);
 	if (sealed_open_fd(fd, "fuzz", key, NULL, &r) == 0)
 		drain(r);
 	close(fd);

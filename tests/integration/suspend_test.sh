@@ -111,8 +111,8 @@ for len in 40 100 $((size / 2)) $((size - 1)); do
 	refused "truncated to $len of $size bytes" "$work/trunc" --key-file "$work/key"
 done
 cp "$file" "$work/future"
-printf '\x02' | dd of="$work/future" bs=1 seek=8 conv=notrunc 2>/dev/null
-refused "format version 2" "$work/future" --key-file "$work/key"
+printf '\x09' | dd of="$work/future" bs=1 seek=8 conv=notrunc 2>/dev/null
+refused "format version 9" "$work/future" --key-file "$work/key"
 
 # Passphrase file (Argon2id with the default cost).
 printf 'correct horse battery staple\n' >"$work/pass"

@@ -389,7 +389,7 @@ static void test_header_edits(void **state)
 
 	edit32(target, bad, SEALED_OFF_VERSION, 7);
 	assert_int_equal(sealed_open(bad, k, NULL, &r), -ENOTSUP);
-	snprintf(want, sizeof(want), "%s: format version 7 is newer than this vmsvc supports (1)", bad);
+	snprintf(want, sizeof(want), "%s: format version 7 is newer than this vmsvc supports (2)", bad);
 	assert_string_equal(err_msg(), want);
 	edit32(target, bad, SEALED_OFF_VERSION, 0);
 	assert_true(sealed_open(bad, k, NULL, &r) < 0);
@@ -837,6 +837,172 @@ static void test_mapped_holes(void **state)
 	unlink(target);
 }
 
+/* Memory for the pipeline tests: long runs of text (pieces compressed in place),
+ * a stretch of mixed 4 KiB pages (short runs copied into the stage), random data. */
+#define PIPE_LEN (5 * SEALED_PIECE_SIZE + 3 * 4096)
+static uint8_t *pipeline_memory(void)
+{
+	uint8_t *m = mmap(NULL, PIPE_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(m != MAP_FAILED);
+	static const char text[] = "static int emit_piece(struct sealed_writer *w, struct piece *p) { return 0; }\n";
+	size_t text_len = 9u << 20, mixed_len = 6u << 20;
+	for (size_t i = 0; i < text_len; i++)
+		m[i] = (uint8_t)text[(i * 7 + i / 4099) % (sizeof(text) - 1)];
+	fill_realistic(m + text_len, mixed_len);
+	for (size_t i = text_len + mixed_len; i + 8 <= PIPE_LEN; i += 8) {
+		uint64_t v = xorshift();
+		memcpy(m + i, &v, 8);
+	}
+	return m;
+}
+
+/* Writes stable memory (pieces compressed in place), a large copied record (many
+ * staged pieces), short records; returns 0 or the first error. */
+static int write_pipeline_file(struct sealed_key *k, const struct sealed_opts *o, const uint8_t *m)
+{
+	struct sealed_writer *w;
+	int rc = sealed_create(target, k, o, &w);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		rc = sealed_write(w, 1, recs[5].data, recs[5].len);
+	if (rc == 0)
+		rc = sealed_write_mapped(w, 2, m, PIPE_LEN, -1, 0);
+	if (rc == 0)
+		rc = sealed_write(w, 3, m + 4096, 3 * SEALED_PIECE_SIZE + 7);
+	if (rc == 0)
+		rc = sealed_write_mapped(w, 4, m + 100, 100, -1, 0);
+	if (rc < 0) {
+		sealed_abort(w);
+		return rc;
+	}
+	return sealed_commit(w);
+}
+
+static void check_pipeline_file(struct sealed_key *k, const uint8_t *m)
+{
+	const struct {
+		uint32_t type;
+		const uint8_t *data;
+		size_t len;
+	} want[] = {{1, recs[5].data, recs[5].len}, {2, m, PIPE_LEN}, {3, m + 4096, 3 * SEALED_PIECE_SIZE + 7}, {4, m + 100, 100}};
+	uint8_t *back = malloc(PIPE_LEN);
+	struct sealed_reader *r;
+	assert_int_equal(sealed_open(target, k, NULL, &r), 0);
+	for (size_t i = 0; i < sizeof(want) / sizeof(*want); i++) {
+		uint32_t type;
+		uint64_t len;
+		assert_int_equal(sealed_read(r, &type, back, PIPE_LEN, &len), 1);
+		assert_int_equal(type, want[i].type);
+		assert_int_equal(len, want[i].len);
+		assert_memory_equal(back, want[i].data, len);
+	}
+	uint32_t type;
+	uint64_t len;
+	assert_int_equal(sealed_read(r, &type, back, PIPE_LEN, &len), 0);
+	assert_int_equal(sealed_close(r), 0);
+	free(back);
+}
+
+/* The compressing pipeline: output of many pieces (independent zstd frames,
+ * compressed by 0..3 workers, cut into chunks of various sizes) decodes to the
+ * same bytes. */
+static void test_pipeline_pieces(void **state)
+{
+	(void)state;
+	uint8_t *m = pipeline_memory();
+	struct sealed_key *k = raw();
+	static const int workers[] = {-1, 1, 2, 3};
+	static const uint32_t chunks[] = {4096, 1u << 20, 65536 + 17, 3u << 20};
+	for (int i = 0; i < 4; i++) {
+		struct sealed_opts o = fast;
+		o.zstd_workers = workers[i];
+		o.chunk_size = chunks[i];
+		assert_int_equal(write_pipeline_file(k, &o, m), 0);
+		check_pipeline_file(k, m);
+		unlink(target);
+	}
+	/* Version 1 files (one zstd frame) are still read; a v1 header on a stream of
+	 * several frames is refused (v1 readers could not read it either). */
+	sealed__write_version = 1;
+	write_file(target, k, &fast);
+	check_file(target, k, NULL);
+	assert_int_equal(write_pipeline_file(k, &fast, m), 0);
+	sealed__write_version = 0;
+	struct sealed_reader *r;
+	assert_int_equal(sealed_open(target, k, NULL, &r), 0);
+	uint8_t *back = malloc(PIPE_LEN);
+	uint32_t type;
+	uint64_t len;
+	int rc;
+	while ((rc = sealed_read(r, &type, back, PIPE_LEN, &len)) == 1)
+		;
+	assert_int_equal(rc, -EBADMSG);
+	assert_non_null(strstr(err_msg(), "compressed stream ends before the end of the records"));
+	sealed_close(r);
+	free(back);
+	unlink(target);
+	munmap(m, PIPE_LEN);
+	sealed_key_free(k);
+}
+
+/* Errors inside the pipeline: a piece that fails to compress (on a worker or
+ * inline) and a failed file write fail the write or the commit with their own
+ * message, and leave nothing at the target, not even a named temp file. */
+static void test_pipeline_errors(void **state)
+{
+	(void)state;
+	uint8_t *m = pipeline_memory();
+	struct sealed_key *k = raw();
+	static const int workers[] = {-1, 2};
+	for (int i = 0; i < 2; i++) {
+		for (uint64_t piece = 1; piece <= 9; piece += 4) {
+			struct sealed_opts o = fast;
+			o.zstd_workers = workers[i];
+			sealed__fail_piece = piece;
+			sealed__no_tmpfile = (int)(piece & 1);
+			struct sealed_writer *w;
+			assert_int_equal(sealed_create(target, k, &o, &w), 0);
+			int rc = sealed_write_mapped(w, 2, m, PIPE_LEN, -1, 0);
+			char first[256];
+			snprintf(first, sizeof(first), "%s", err_msg());
+			int rc2 = sealed_commit(w);
+			sealed__fail_piece = 0;
+			sealed__no_tmpfile = 0;
+			if (rc == 0) {
+				assert_int_equal(rc2, -EIO);
+				snprintf(first, sizeof(first), "%s", err_msg());
+			} else {
+				assert_int_equal(rc, -EIO);
+				assert_true(rc2 < 0);
+			}
+			assert_non_null(strstr(first, "zstd"));
+			assert_int_equal(access(target, F_OK), -1);
+			assert_int_equal(count_entries(), 0);
+		}
+	}
+	/* The file system refuses a write (file size limit): EFBIG, temp removed. */
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256 << 10;
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	for (int named = 0; named < 2; named++) {
+		sealed__no_tmpfile = named;
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+		int rc = write_pipeline_file(k, &fast, m);
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+		sealed__no_tmpfile = 0;
+		assert_int_equal(rc, -EFBIG);
+		assert_non_null(strstr(err_msg(), "write"));
+		assert_int_equal(access(target, F_OK), -1);
+		assert_int_equal(count_entries(), 0);
+	}
+	signal(SIGXFSZ, prev);
+	munmap(m, PIPE_LEN);
+	sealed_key_free(k);
+}
+
 static void test_bench(void **state)
 {
 	const char *env = getenv("SEALED_BENCH_MIB");
@@ -887,8 +1053,8 @@ static void test_bench(void **state)
 		struct sealed_writer *w;
 		double c0 = cpu(), t0 = now();
 		assert_int_equal(sealed_create(path, k, &o, &w), 0);
-		for (size_t off = 0; off < len; off += 64 << 20) /* like memory slots */
-			assert_int_equal(sealed_write(w, 1, mem + off, len - off < (64 << 20) ? len - off : 64 << 20), 0);
+		for (size_t off = 0; off < len; off += 64 << 20) /* like suspend's memory records */
+			assert_int_equal(sealed_write_mapped(w, 1, mem + off, len - off < (64 << 20) ? len - off : 64 << 20, -1, 0), 0);
 		assert_int_equal(sealed_commit(w), 0);
 		double t1 = now(), c1 = cpu();
 		struct stat st;
@@ -943,6 +1109,8 @@ int main(void)
 		cmocka_unit_test(test_progress),
 		cmocka_unit_test(test_mapped_holes),
 		cmocka_unit_test(test_key_locked),
+		cmocka_unit_test(test_pipeline_pieces),
+		cmocka_unit_test(test_pipeline_errors),
 		cmocka_unit_test(test_bench),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
