@@ -6,7 +6,11 @@
  * per completion), with io_uring readv/writev of one buffer each, O_DIRECT
  * with --direct. What no VMM on this host can beat for the same pattern.
  *
- * usage: blk_host [--direct] [--rand-ops N] FILE MiB
+ * --merged: the sequential depth-32 rows as 2 MiB requests at depth 2 instead
+ * (same bytes): what a VMM that merges adjacent requests (vmsvc does, up to
+ * 2 MiB) could at best turn 32 x 128 KiB in flight into.
+ *
+ * usage: blk_host [--direct] [--merged] [--rand-ops N] FILE MiB
  * prints "bench: <row> qd=<n> bs=.. ops=.. bytes=.. ns=.. MB/s=x.yyy" lines
  * like the guest, then "PASS". Exit status 1 on any error (message on stderr). */
 #define _GNU_SOURCE
@@ -25,6 +29,7 @@
 #define SECTOR 512u
 #define NSLOTS 32u
 #define SLOT_BYTES (128u * 1024u)
+#define MERGED_BYTES (2u << 20)
 #define BLOCK_SECTORS 8u
 
 /* The guest's generator, state shared by the random rows in order. */
@@ -73,18 +78,19 @@ static int queue_one(struct io_uring *ring, int fd, const struct row *rw, struct
 }
 
 /* One row; returns the elapsed ns, or 0 on error. */
-static uint64_t run_row(struct io_uring *ring, int fd, const struct row *rw, uint8_t *bufs, unsigned count,
-			uint32_t len, uint64_t span_blocks)
+static uint64_t run_row(struct io_uring *ring, int fd, const struct row *rw, unsigned qd, uint8_t *bufs,
+			unsigned count, uint32_t len, uint64_t span_blocks)
 {
 	struct iovec iov[NSLOTS];
 	bool busy[NSLOTS] = { false };
+	/* The slots tile the same 4 MiB whatever the request size (2 MiB ones: two slots). */
 	for (unsigned s = 0; s < NSLOTS; s++)
-		iov[s] = (struct iovec){ bufs + (size_t)s * SLOT_BYTES, len };
+		iov[s] = (struct iovec){ bufs + (size_t)s * len % ((size_t)NSLOTS * SLOT_BYTES), len };
 	unsigned next = 0, inflight = 0;
 	uint64_t t0 = now_ns();
 	while (next < count || inflight) {
 		bool added = false;
-		for (unsigned s = 0; s < rw->qd && next < count; s++) {
+		for (unsigned s = 0; s < qd && next < count; s++) {
 			if (busy[s])
 				continue;
 			uint64_t sector = rw->seq ? (uint64_t)next * (len / SECTOR) : random_sector(span_blocks);
@@ -130,19 +136,21 @@ static uint64_t run_row(struct io_uring *ring, int fd, const struct row *rw, uin
 
 int main(int argc, char **argv)
 {
-	bool direct = false;
+	bool direct = false, merged = false;
 	unsigned long rand_ops = 4096;
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "--direct"))
 			direct = true;
+		else if (!strcmp(argv[i], "--merged"))
+			merged = true;
 		else if (!strcmp(argv[i], "--rand-ops") && i + 1 < argc)
 			rand_ops = strtoul(argv[++i], NULL, 0);
 		else
 			break;
 	}
 	if (argc - i != 2 || rand_ops == 0 || rand_ops > 1u << 24) {
-		fprintf(stderr, "usage: blk_host [--direct] [--rand-ops N] FILE MiB\n");
+		fprintf(stderr, "usage: blk_host [--direct] [--merged] [--rand-ops N] FILE MiB\n");
 		return 2;
 	}
 	const char *path = argv[i];
@@ -182,11 +190,16 @@ int main(int argc, char **argv)
 	for (unsigned k = 0; k < 8; k++) {
 		const struct row *rw = &rows[k];
 		uint32_t len = rw->seq ? 256 * SECTOR : BLOCK_SECTORS * SECTOR;
-		unsigned count = rw->seq ? (unsigned)(span / 256) : (unsigned)rand_ops;
-		uint64_t ns = run_row(&ring, fd, rw, bufs, count, len, span / BLOCK_SECTORS);
+		unsigned count = rw->seq ? (unsigned)(span / 256) : (unsigned)rand_ops, qd = rw->qd;
+		uint64_t bytes = (uint64_t)count * len;
+		if (merged && rw->seq && qd == NSLOTS && span % (MERGED_BYTES / SECTOR) == 0) {
+			len = MERGED_BYTES;
+			count = (unsigned)(bytes / len);
+			qd = NSLOTS * SLOT_BYTES / MERGED_BYTES;
+		}
+		uint64_t ns = run_row(&ring, fd, rw, qd, bufs, count, len, span / BLOCK_SECTORS);
 		if (!ns)
 			return 1;
-		uint64_t bytes = (uint64_t)count * len;
 		uint64_t kbps = bytes * 1000000u / ns;   /* bytes per ms = KB/s */
 		printf("bench: %s qd=%u bs=%u ops=%u bytes=%llu ns=%llu MB/s=%llu.%03llu\n", rw->name, rw->qd, len, count,
 		       (unsigned long long)bytes, (unsigned long long)ns, (unsigned long long)(kbps / 1000),
