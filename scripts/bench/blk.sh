@@ -18,6 +18,7 @@
 #
 # usage: scripts/bench/blk.sh [--runs N] [--mb MiB] [--cache none|writeback]
 #                             [--build DIR] [--image FILE] [--qemu PATH] [--no-host]
+#                             [--raw FILE]
 #   --runs N      runs per VMM (default 5)
 #   --mb MiB      region the guest works on (default 64; the image is MiB + 8)
 #   --cache MODE  none (O_DIRECT, default) or writeback (host page cache)
