@@ -92,6 +92,9 @@ int blk_completion_fd(const struct blk *b);
 int blk_process_completions(struct blk *b);
 /* Requests accepted and not yet completed. */
 unsigned blk_inflight(const struct blk *b);
+/* Finished I/O is waiting for blk_process_completions() (e.g. cached reads that
+ * completed inside blk_kick()); cheap, no syscall. */
+bool blk_completions_ready(struct blk *b);
 /* Kick and block until nothing is in flight, running callbacks (tests, shutdown). */
 void blk_drain(struct blk *b);
 

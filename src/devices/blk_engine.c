@@ -101,6 +101,7 @@ int eng_init(struct blk_engine *e, enum blk_engine_kind kind, unsigned depth, in
 	e->backlog = NULL;
 	e->backlog_tail = &e->backlog;
 	e->nbacklog = 0;
+	e->sync_writes = false;
 	const char *env = getenv("VMSVC_BLK_ENGINE");
 	if (kind == BLK_ENGINE_AUTO && env && *env) {
 		if (!strcmp(env, "threads"))
@@ -168,6 +169,11 @@ void eng_kick(struct blk_engine *e)
 	e->backlog = NULL;
 	e->backlog_tail = &e->backlog;
 	e->nbacklog = 0;
+}
+
+bool eng_ready(struct blk_engine *e)
+{
+	return e->kind == BLK_ENGINE_URING && uring_ready(e);
 }
 
 struct eio *eng_reap(struct blk_engine *e)

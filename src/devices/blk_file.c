@@ -355,6 +355,11 @@ void blk_kick(struct blk *b)
 	eng_kick(&b->eng);
 }
 
+bool blk_completions_ready(struct blk *b)
+{
+	return b->finished || eng_ready(&b->eng);
+}
+
 int blk_completion_fd(const struct blk *b)
 {
 	return b->efd;
@@ -518,6 +523,7 @@ int blk_open(const struct blk_spec *spec, struct blk **out)
 		goto fail;
 	}
 	b->eng_ok = true;
+	b->eng.sync_writes = !b->direct;
 	if (spec->serial)
 		snprintf(b->serial, sizeof(b->serial), "%s", spec->serial);
 	else

@@ -46,7 +46,9 @@ struct blk_engine {
 #ifdef HAVE_URING
 	struct io_uring ring;
 	unsigned sq_pending;           /* SQEs prepared since the last submit */
+	struct eio *sync_done, **sync_done_tail; /* sync_writes done in uring_kick, not yet reaped */
 #endif
+	bool sync_writes;              /* io_uring: buffered writes with pwritev on the kicking thread */
 	/* thread pool */
 	pthread_t th[ENG_MAX_THREADS];
 	unsigned nthreads;
@@ -63,6 +65,9 @@ void eng_queue(struct blk_engine *e, struct eio *io);   /* never fails: backlogs
 void eng_kick(struct blk_engine *e);
 /* Finished I/Os as a list (io->res set); NULL if none. */
 struct eio *eng_reap(struct blk_engine *e);
+/* Something for eng_reap (io_uring: without a syscall; threads: always false,
+ * they signal the eventfd). */
+bool eng_ready(struct blk_engine *e);
 const char *eng_name(const struct blk_engine *e);
 
 /* io_uring half (blk_uring.c); -ENOSYS when built without liburing. */
@@ -70,6 +75,7 @@ int uring_init(struct blk_engine *e, unsigned depth);
 void uring_destroy(struct blk_engine *e);
 void uring_kick(struct blk_engine *e);
 struct eio *uring_reap(struct blk_engine *e);
+bool uring_ready(struct blk_engine *e);
 
 /* Start an eio (computes len for rw, resets progress) and queue it. */
 void eio_start(struct blk *b, struct eio *io);

@@ -421,6 +421,12 @@ static void take_available(struct virtio_blk *d, struct virtq *vq)
 	flush_run(d);
 	if (unkicked)
 		blk_kick(d->blk);
+	/* Cached reads (and buffered writes) are done by now: answer them before
+	 * going back to epoll, whose wake-up for the eventfd would come only after
+	 * another round trip. Saves the polling guest 15-60% per cached read at
+	 * depth 1 on this host (docs/devices.md, "Host ceiling"). */
+	if (d->inflight && blk_completions_ready(d->blk))
+		blk_process_completions(d->blk);
 }
 
 static void notify_guest(struct virtio_blk *d, struct virtq *vq)

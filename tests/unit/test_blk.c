@@ -2,6 +2,7 @@
  * in flight, read-only disks, argument checks — through io_uring and through the
  * thread-pool fallback engine (each group runs once per engine). */
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -255,6 +256,42 @@ static void test_resubmit_from_callback(void **state)
 	blk_close(c.b);
 }
 
+/* Buffered writes under io_uring are done inside blk_kick() (not by io-wq): they
+ * are ready at once, the callback still runs only in blk_process_completions(),
+ * and the eventfd says so for epoll-driven callers. */
+static void test_buffered_write_ready_after_kick(void **state)
+{
+	uint8_t *img = make_file(tpath("w.img"), DISK);
+	struct blk *b = open_disk(tpath("w.img"), false, 0);
+	uint8_t buf[4096];
+	fill_random(buf, sizeof(buf));
+	memcpy(img + 8192, buf, sizeof(buf));
+	struct iovec iov = { buf, sizeof(buf) };
+	struct done d = { 0 };
+	assert_int_equal(blk_write(b, 8192, &iov, 1, on_done, &d), 0);
+	blk_kick(b);
+	assert_int_equal(d.calls, 0);
+	if (engine == BLK_ENGINE_URING) {
+		assert_true(blk_completions_ready(b));
+		struct pollfd p = { .fd = blk_completion_fd(b), .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 0), 1);
+		assert_int_equal(blk_process_completions(b), 1);
+		assert_int_equal(d.calls, 1);
+		assert_false(blk_completions_ready(b));
+	}
+	blk_drain(b);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.status, 0);
+	assert_int_equal(d.bytes, sizeof(buf));
+	blk_close(b);
+	size_t len;
+	uint8_t *now = slurp(tpath("w.img"), &len);
+	assert_int_equal(len, DISK);
+	assert_memory_equal(now, img, DISK);
+	free(now);
+	free(img);
+}
+
 #define TESTS                                                  \
 	cmocka_unit_test(test_read_write_flush),               \
 	cmocka_unit_test(test_discard_write_zeroes),           \
@@ -262,7 +299,8 @@ static void test_resubmit_from_callback(void **state)
 	cmocka_unit_test(test_read_only),                      \
 	cmocka_unit_test(test_bad_requests),                   \
 	cmocka_unit_test(test_serial_and_open_errors),         \
-	cmocka_unit_test(test_resubmit_from_callback)
+	cmocka_unit_test(test_resubmit_from_callback),         \
+	cmocka_unit_test(test_buffered_write_ready_after_kick)
 
 int main(void)
 {
