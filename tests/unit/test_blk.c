@@ -79,11 +79,7 @@ static void test_read_write_flush(void **state)
 	assert_memory_equal(seg[2], img + DISK - 1024, 1024);
 	blk_close(b);
 
-	size_t len;
-	uint8_t *now = slurp(tpath("raw.img"), &len);
-	assert_int_equal(len, DISK);
-	assert_memory_equal(now, img, DISK);
-	free(now);
+	assert_file_is(tpath("raw.img"), img, DISK);
 	free(buf);
 	free(img);
 }
@@ -284,11 +280,7 @@ static void test_buffered_write_ready_after_kick(void **state)
 	assert_int_equal(d.status, 0);
 	assert_int_equal(d.bytes, sizeof(buf));
 	blk_close(b);
-	size_t len;
-	uint8_t *now = slurp(tpath("w.img"), &len);
-	assert_int_equal(len, DISK);
-	assert_memory_equal(now, img, DISK);
-	free(now);
+	assert_file_is(tpath("w.img"), img, DISK);
 	free(img);
 }
 

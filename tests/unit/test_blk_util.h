@@ -111,6 +111,16 @@ static uint8_t *slurp(const char *path, size_t *len)
 	return buf;
 }
 
+/* The file at `path` holds exactly the `len` bytes of `want`. */
+static inline void assert_file_is(const char *path, const uint8_t *want, size_t len)
+{
+	size_t have;
+	uint8_t *now = slurp(path, &have);
+	assert_int_equal(have, len);
+	assert_memory_equal(now, want, len);
+	free(now);
+}
+
 static int sync_rw(struct blk *b, bool write, uint64_t off, void *buf, size_t len)
 {
 	struct done d = { 0 };
