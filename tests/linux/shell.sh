@@ -126,7 +126,11 @@ log "timeouts: ${TIMEOUT}s to the prompt, ${CMD_TIMEOUT}s per command"
 # The script keeps the FIFO open read-write, so vmsvc's open does not block and
 # vmsvc never sees EOF on its console input while the script runs.
 exec 3<>"$FIFO"
-"$VMSVC" "${ARGS[@]}" <"$FIFO" >"$LOG" 2>"$ERR" &
+# A SIGKILLed script (ctest's timeout) cannot clean up: the kernel then sends vmsvc
+# SIGTERM (parent-death signal; setpriv execs vmsvc, so $! is still vmsvc's pid).
+pdeath=()
+setpriv --pdeathsig TERM true 2>/dev/null && pdeath=(setpriv --pdeathsig TERM)
+"${pdeath[@]}" "$VMSVC" "${ARGS[@]}" <"$FIFO" >"$LOG" 2>"$ERR" &
 PID=$!
 START=$(date +%s.%N)
 elapsed() { awk -v s="$START" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }'; }
