@@ -144,6 +144,9 @@ struct vm {
 	/* Restore: irqchip_kvm_finish (routes, PIT) runs as a side job (vm.c) while
 	 * vCPUs and devices are set up; vm_irqchip_ready() finishes it. */
 	struct side_job *irq_job;
+	/* KVM_GET_SUPPORTED_CPUID, fetched once (vm_supported_cpuid): restore needs
+	 * it twice (host check, vCPU CPUID) and each ioctl costs ~0.1 ms. */
+	struct kvm_cpuid2 *supported_cpuid;
 	uint64_t first_run_ns;    /* CLOCK_MONOTONIC when a vCPU first entered KVM_RUN */
 
 	uint64_t unassigned_logged; /* unassigned port/MMIO accesses seen (logged: first few) */
@@ -157,6 +160,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Run all vCPUs until the guest ends; returns the exit status the process should use. */
 int vm_run(struct vm *vm);
 void vm_destroy(struct vm *vm);
+
+/* KVM's supported CPUID table for this VM's /dev/kvm (cached; any thread). */
+int vm_supported_cpuid(struct vm *vm, const struct kvm_cpuid2 **out);
 
 /* Restore: wait until the irqchip is complete (PIT created, ISA routes set);
  * before VM-wide irqchip/PIT state is loaded. 0 or the creation's error. */

@@ -33,7 +33,7 @@ int vmstate_vm_check(const void *buf, size_t len);
 int vmstate_vm_load(struct vm *vm, const void *buf, size_t len);
 /* Hash of KVM_GET_SUPPORTED_CPUID on this host (a snapshot taken on a host with
  * another hash is refused). */
-int vmstate_host_cpuid_hash(int kvm_fd, uint64_t *hash);
+int vmstate_host_cpuid_hash(struct vm *vm, uint64_t *hash);
 
 /* ---- snapshot file format (snapshot.c) ---- */
 #define SNAP_MAGIC "VMSVCSNP"

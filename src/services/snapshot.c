@@ -493,7 +493,7 @@ int snapshot_state_build(struct vm *vm, uint8_t **state_out, size_t *len_out)
 		h.region[i].size = vm->mem.region[i].size;
 	}
 	if (r == 0)
-		r = vmstate_host_cpuid_hash(vm->kvm_fd, &h.cpuid_hash);
+		r = vmstate_host_cpuid_hash(vm, &h.cpuid_hash);
 	if (r == 0)
 		r = snap_build(&h, c->sec, c->n, state_out, len_out);
 	captured_free(c);
@@ -641,7 +641,7 @@ void snapshot_restore_close(struct vm *vm)
 
 /* Everything that can be checked without the VM: sections, counts, inner blobs,
  * the memory file, the host. */
-static int validate(struct snapshot_restore *s, int kvm_fd)
+static int validate(struct snapshot_restore *s, struct vm *vm)
 {
 	const char *f = s->state_path;
 	struct snap_header *h = &s->h;
@@ -659,7 +659,7 @@ static int validate(struct snapshot_restore *s, int kvm_fd)
 			return err_set(EINVAL, "%s: offset %u: memory region %u does not match this vmsvc's layout", f,
 				       56 + 16 * i, i);
 	uint64_t host_hash;
-	int r = vmstate_host_cpuid_hash(kvm_fd, &host_hash);
+	int r = vmstate_host_cpuid_hash(vm, &host_hash);
 	if (r < 0)
 		return r;
 	if (host_hash != h->cpuid_hash)
@@ -726,7 +726,7 @@ static int validate(struct snapshot_restore *s, int kvm_fd)
 static int restore_open_common(struct vm *vm, struct snapshot_restore *s)
 {
 	int r = snap_parse(s->file, s->file_len, s->state_path, &s->h, &s->sec, &s->nsec);
-	if (r < 0 || (r = validate(s, vm->kvm_fd)) < 0)
+	if (r < 0 || (r = validate(s, vm)) < 0)
 		return r;
 	struct vm_config *c = &vm->cfg;
 	if (c->ndisks != s->cfg.ndisks || c->nnets != s->cfg.nnets)

@@ -226,6 +226,25 @@ static int restore_open_job(void *arg)
 				  : snapshot_restore_open(a->vm, cfg->restore_dir);
 }
 
+int vm_supported_cpuid(struct vm *vm, const struct kvm_cpuid2 **out)
+{
+	struct kvm_cpuid2 *have = __atomic_load_n(&vm->supported_cpuid, __ATOMIC_ACQUIRE);
+	if (!have) {
+		struct kvm_cpuid2 *got = NULL;
+		int r = cpuid_get_supported(vm->kvm_fd, &got);
+		if (r < 0)
+			return r;
+		/* Two threads may both fetch it; the first one stored wins. */
+		if (__atomic_compare_exchange_n(&vm->supported_cpuid, &have, got, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			have = got;
+		else
+			free(got);
+	}
+	*out = have;
+	return 0;
+}
+
 /* vCPUs with CPUID and initial MSRs; the BSP starts at `entry` (NULL: restore). */
 static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
 {
@@ -233,15 +252,14 @@ static int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry)
 	struct cpuid_hide hide = { 0 };
 	if (vm->cfg.cpu_features && (r = cpuid_parse_features(vm->cfg.cpu_features, &hide)) < 0)
 		return r;
-	struct kvm_cpuid2 *supported = NULL;
-	if ((r = cpuid_get_supported(vm->kvm_fd, &supported)) < 0)
+	const struct kvm_cpuid2 *supported;
+	if ((r = vm_supported_cpuid(vm, &supported)) < 0)
 		return r;
 	for (int i = 0; i < vm->ncpus; i++) {
 		r = vcpu_create(vm, i, supported, &hide, i == 0 ? entry : NULL);
 		if (r < 0)
 			break;
 	}
-	free(supported);
 	return r;
 }
 
@@ -572,6 +590,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	mem_free(&vm->mem);
+	free(vm->supported_cpuid);
 	snapshot_restore_close(vm);
 	io_bus_destroy(&vm->io);
 	/* After the devices and vCPUs: nothing publishes any more. */

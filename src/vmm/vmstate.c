@@ -569,10 +569,10 @@ int vmstate_vm_load(struct vm *vm, const void *buf, size_t len)
  * leaves, leaf 1 ECX/EDX, leaf 7 EBX/ECX/EDX, leaf 0xD (XSAVE components and
  * sizes), 0x80000001 ECX/EDX. Not the whole table: some fields describe the host
  * CPU the ioctl ran on (leaf 1 EBX's APIC ID, topology leaves) and vary between calls. */
-int vmstate_host_cpuid_hash(int kvm_fd, uint64_t *hash)
+int vmstate_host_cpuid_hash(struct vm *vm, uint64_t *hash)
 {
-	struct kvm_cpuid2 *cp = NULL;
-	int r = cpuid_get_supported(kvm_fd, &cp);
+	const struct kvm_cpuid2 *cp;
+	int r = vm_supported_cpuid(vm, &cp);
 	if (r < 0)
 		return r;
 	uint64_t h = 0xcbf29ce484222325ULL;
@@ -590,7 +590,6 @@ int vmstate_host_cpuid_hash(int kvm_fd, uint64_t *hash)
 		for (size_t k = 0; k < sizeof(v); k++)
 			h = (h ^ p[k]) * 0x100000001b3ULL;
 	}
-	free(cp);
 	*hash = h;
 	return 0;
 }
