@@ -9,20 +9,9 @@ vmsvc=$1 guest=$2
 [ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "skip: /dev/kvm not usable"; exit 77; }
 [ -x "$vmsvc" ] && [ -f "$guest" ] || { echo "error: missing $vmsvc or $guest" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/vmsvc-ctl.XXXXXX)
-export XDG_RUNTIME_DIR=$work/xdg
-mkdir -m 700 "$XDG_RUNTIME_DIR"
+. "$(dirname "$0")/lib.sh"
+it_setup ctl
 dir=$XDG_RUNTIME_DIR/vmsvc
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
 
 # start NAME CPUS [extra vmsvc args]: boots the idle guest, sets $last_pid.
 start() {

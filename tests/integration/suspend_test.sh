@@ -13,19 +13,8 @@ vmsvc=$1 guest=$2 blk_guest=${3:-}
 [ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "skip: /dev/kvm not usable"; exit 77; }
 [ -x "$vmsvc" ] && [ -f "$guest" ] || { echo "error: missing $vmsvc or $guest" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/vmsvc-susp.XXXXXX)
-export XDG_RUNTIME_DIR=$work/xdg
-mkdir -m 700 "$XDG_RUNTIME_DIR"
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
+. "$(dirname "$0")/lib.sh"
+it_setup susp
 
 # start NAME: boots the idle guest (200 MiB: RAM spans 4 memory records), sets $last_pid.
 # Unique names: helpers run these tests in parallel on one machine.

@@ -22,20 +22,9 @@ for f in guest.elf guest-ps.txt guest-infected.elf; do
 done
 command -v jq >/dev/null || { echo "skip: jq not installed"; exit 77; }
 
-work=$(mktemp -d /tmp/vmsvc-vmi-live.XXXXXX)
-export XDG_RUNTIME_DIR=$work/xdg
-mkdir -m 700 "$XDG_RUNTIME_DIR"
+. "$(dirname "$0")/lib.sh"
+it_setup vmi-live
 tag=wt-vmi-$$
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
 wait_socket() {
 	for _ in $(seq 100); do [ -S "$XDG_RUNTIME_DIR/vmsvc/$1.sock" ] && return 0; sleep 0.1; done
 	return 1
