@@ -167,6 +167,30 @@ static uint64_t sym(const struct vmi_kernel *k, const char *name)
 	return a;
 }
 
+/* The kallsyms found agree with the vmlinux's own section headers and entry
+ * point, and lookup by address inverts lookup by name. */
+static void expect_matches_vmlinux(const struct offline *o, const struct vmi_kernel *k)
+{
+	uint64_t lo, hi;
+	assert_true(section(o, ".text", &lo, &hi));
+	assert_true(sym(k, "_text") <= lo && sym(k, "_etext") >= hi - 1);
+	assert_true(sym(k, "entry_SYSCALL_64") >= lo && sym(k, "entry_SYSCALL_64") < hi);
+	assert_true(sym(k, "x64_sys_call") >= lo && sym(k, "x64_sys_call") < hi);
+	assert_int_equal(get_le64(o->elf + 0x18), sym(k, "startup_64") - VMI_KERNEL_MAP); /* e_entry is physical */
+	assert_true(section(o, ".data", &lo, &hi));
+	assert_true(sym(k, "init_task") >= lo && sym(k, "init_task") < hi);
+	assert_true(section(o, ".rodata", &lo, &hi));
+	assert_true(sym(k, "sys_call_table") >= lo && sym(k, "sys_call_table") < hi);
+	assert_true(section(o, ".BTF", &lo, &hi));
+	assert_int_equal(sym(k, "__start_BTF"), lo);
+	assert_int_equal(sym(k, "__stop_BTF"), hi);
+	/* Lookup by address inverts lookup by name. */
+	const struct vmi_sym *s = vmi_ksym_at(&k->ks, sym(k, "entry_SYSCALL_64") + 3);
+	assert_non_null(s);
+	assert_string_equal(vmi_ksym_name(&k->ks, s), "entry_SYSCALL_64");
+	assert_int_equal(s->type, 'T');
+}
+
 static void test_offline_kallsyms(void **state)
 {
 	if (!off_fx) {
@@ -191,25 +215,7 @@ static void test_offline_kallsyms(void **state)
 	assert_int_equal(sym(k, "sys_call_table"), 0xffffffff82000360ULL);
 	assert_int_equal(sym(k, "__start_BTF"), 0xffffffff82438070ULL);
 	assert_int_equal(sym(k, "current_task"), 0x1fb80); /* absolute per-CPU */
-	/* Consistency with the vmlinux's own section headers and entry point. */
-	uint64_t lo, hi;
-	assert_true(section(o, ".text", &lo, &hi));
-	assert_true(sym(k, "_text") <= lo && sym(k, "_etext") >= hi - 1);
-	assert_true(sym(k, "entry_SYSCALL_64") >= lo && sym(k, "entry_SYSCALL_64") < hi);
-	assert_true(sym(k, "x64_sys_call") >= lo && sym(k, "x64_sys_call") < hi);
-	assert_int_equal(get_le64(o->elf + 0x18), sym(k, "startup_64") - VMI_KERNEL_MAP); /* e_entry is physical */
-	assert_true(section(o, ".data", &lo, &hi));
-	assert_true(sym(k, "init_task") >= lo && sym(k, "init_task") < hi);
-	assert_true(section(o, ".rodata", &lo, &hi));
-	assert_true(sym(k, "sys_call_table") >= lo && sym(k, "sys_call_table") < hi);
-	assert_true(section(o, ".BTF", &lo, &hi));
-	assert_int_equal(sym(k, "__start_BTF"), lo);
-	assert_int_equal(sym(k, "__stop_BTF"), hi);
-	/* Lookup by address inverts lookup by name. */
-	const struct vmi_sym *s = vmi_ksym_at(&k->ks, sym(k, "entry_SYSCALL_64") + 3);
-	assert_non_null(s);
-	assert_string_equal(vmi_ksym_name(&k->ks, s), "entry_SYSCALL_64");
-	assert_int_equal(s->type, 'T');
+	expect_matches_vmlinux(o, k);
 }
 
 static void expect_off(const struct vmi_kernel *k, const char *type, const char *path, uint64_t want)
@@ -354,24 +360,7 @@ static void test_new_kallsyms(void **state)
 		assert_int_equal(sym(k, "__start_BTF"), 0xffffffff8262a6a0ULL);
 		assert_int_equal(sym(k, "pcpu_hot"), 0x35000); /* absolute per-CPU */
 	}
-	/* The vmlinux's own section headers and entry point agree. */
-	uint64_t lo, hi;
-	assert_true(section(o, ".text", &lo, &hi));
-	assert_true(sym(k, "_text") <= lo && sym(k, "_etext") >= hi - 1);
-	assert_true(sym(k, "entry_SYSCALL_64") >= lo && sym(k, "entry_SYSCALL_64") < hi);
-	assert_true(sym(k, "x64_sys_call") >= lo && sym(k, "x64_sys_call") < hi);
-	assert_int_equal(get_le64(o->elf + 0x18), sym(k, "startup_64") - VMI_KERNEL_MAP); /* e_entry is physical */
-	assert_true(section(o, ".data", &lo, &hi));
-	assert_true(sym(k, "init_task") >= lo && sym(k, "init_task") < hi);
-	assert_true(section(o, ".rodata", &lo, &hi));
-	assert_true(sym(k, "sys_call_table") >= lo && sym(k, "sys_call_table") < hi);
-	assert_true(section(o, ".BTF", &lo, &hi));
-	assert_int_equal(sym(k, "__start_BTF"), lo);
-	assert_int_equal(sym(k, "__stop_BTF"), hi);
-	const struct vmi_sym *s = vmi_ksym_at(&k->ks, sym(k, "entry_SYSCALL_64") + 3);
-	assert_non_null(s);
-	assert_string_equal(vmi_ksym_name(&k->ks, s), "entry_SYSCALL_64");
-	assert_int_equal(s->type, 'T');
+	expect_matches_vmlinux(o, k);
 }
 
 static void test_new_btf_ps(void **state)
