@@ -448,14 +448,21 @@ static uint32_t expect_rx(struct dq *rx, uint64_t buf_gpa, const uint8_t *f, siz
 	return ulen;
 }
 
+/* fx_setup, then a driver that negotiated `features` and set up the RX and TX
+ * queues (16 entries each) up to DRIVER_OK. */
+static void fx_ready(const char *extra, uint64_t features, struct dq *rx, struct dq *tx)
+{
+	fx_setup(extra);
+	CHECK(negotiate(features));
+	queue_setup(rx, 0, 16);
+	queue_setup(tx, 1, 16);
+	driver_ok();
+}
+
 static void body_rx_plain(void)
 {
-	fx_setup(NULL);
-	CHECK(negotiate(BASE_FEATURES));
 	struct dq rx, tx;
-	queue_setup(&rx, 0, 16);
-	queue_setup(&tx, 1, 16);
-	driver_ok();
+	fx_ready(NULL, BASE_FEATURES, &rx, &tx);
 	/* A small buffer first: a frame too big for it is dropped, the buffer reused. */
 	struct seg small = { RX_BUF, 64, true };
 	add_chain(&rx, &small, 1);
@@ -502,12 +509,8 @@ static void test_rx_plain(void **state)
  * until the device's resume op runs (the VM runs again). */
 static void body_snapshot_hold(void)
 {
-	fx_setup(NULL);
-	CHECK(negotiate(BASE_FEATURES));
 	struct dq rx, tx;
-	queue_setup(&rx, 0, 16);
-	queue_setup(&tx, 1, 16);
-	driver_ok();
+	fx_ready(NULL, BASE_FEATURES, &rx, &tx);
 	struct device *dev = &F.vm->devices[F.vm->ndevices - 1];
 	CHECK(!strcmp(dev->ops->name, "virtio-net") && dev->ops->quiesce && dev->ops->resume);
 	for (unsigned i = 0; i < 4; i++) {
@@ -551,12 +554,8 @@ static void test_snapshot_hold(void **state)
 
 static void body_rx_mergeable(void)
 {
-	fx_setup(NULL);
-	CHECK(negotiate(BASE_FEATURES | BIT(F_MRG_RXBUF)));
 	struct dq rx, tx;
-	queue_setup(&rx, 0, 16);
-	queue_setup(&tx, 1, 16);
-	driver_ok();
+	fx_ready(NULL, BASE_FEATURES | BIT(F_MRG_RXBUF), &rx, &tx);
 	/* Two 256-byte buffers: a 1000-byte frame (1012 with the header) needs four. */
 	for (unsigned i = 0; i < 2; i++) {
 		struct seg s = { RX_BUF + 0x1000 * i, 256, true };
@@ -733,12 +732,8 @@ static void test_ctrl(void **state)
 /* Hostile chains: too short, too long, writable TX, tiny RX buffers. */
 static void body_hostile(void)
 {
-	fx_setup(NULL);
-	CHECK(negotiate(BASE_FEATURES | BIT(F_MRG_RXBUF)));
 	struct dq rx, tx;
-	queue_setup(&rx, 0, 16);
-	queue_setup(&tx, 1, 16);
-	driver_ok();
+	fx_ready(NULL, BASE_FEATURES | BIT(F_MRG_RXBUF), &rx, &tx);
 	uint32_t id, ulen;
 	/* TX: 4 bytes (less than the header); 70000 bytes (above 64 KiB + header). */
 	struct seg s1 = { TX_BUF, 4, false };
@@ -808,12 +803,8 @@ static void body_capture_link(void)
 {
 	char extra[300];
 	snprintf(extra, sizeof(extra), ",capture=%s", pcap_path);
-	fx_setup(extra);
-	CHECK(negotiate(BASE_FEATURES));
 	struct dq rx, tx;
-	queue_setup(&rx, 0, 16);
-	queue_setup(&tx, 1, 16);
-	driver_ok();
+	fx_ready(extra, BASE_FEATURES, &rx, &tx);
 	struct seg s = { RX_BUF, 2048, true };
 	add_chain(&rx, &s, 1);
 	kick(&rx);
