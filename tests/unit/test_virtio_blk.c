@@ -592,6 +592,24 @@ static void test_discard_write_zeroes(void **state)
 	assert_false(needs_reset(f));
 }
 
+/* A held device (loaded or quiesced) leaves a kicked read of `sector` alone
+ * until its resume op runs; then the read completes. */
+static void expect_held_until_resume(struct fixture *f, struct device *dev, uint64_t sector)
+{
+	write_hdr(f, 0, VIRTIO_BLK_T_IN, sector);
+	struct seg s0[] = { { HDR(0), 16, false }, { DATA(0), 512, true }, { STATUS(0), 1, true } };
+	chain(f, 0, s0, 3);
+	uint16_t before = used_idx(f);
+	make_avail(f, 0);
+	kick(f);
+	usleep(5000);
+	assert_int_equal(used_idx(f), before);
+	dev->ops->resume(dev->dev);
+	assert_true(wait_used(f, 1));
+	assert_int_equal(f->ram[STATUS(0)], VIRTIO_BLK_S_OK);
+	assert_memory_equal(f->ram + DATA(0), &sector, 8);
+}
+
 static void test_reset_with_requests(void **state)
 {
 	struct fixture *f = *state;
@@ -631,30 +649,10 @@ static void test_reset_with_requests(void **state)
 	free(blob);
 	assert_true(cr(f, 0x14, 1) & VIRTIO_STATUS_DRIVER_OK);
 	/* A loaded device is held until the VM runs: a request kicked now waits. */
-	write_hdr(f, 0, VIRTIO_BLK_T_IN, 3000);
-	struct seg s0[] = { { HDR(0), 16, false }, { DATA(0), 512, true }, { STATUS(0), 1, true } };
-	chain(f, 0, s0, 3);
-	uint16_t before = used_idx(f);
-	make_avail(f, 0);
-	kick(f);
-	usleep(5000);
-	assert_int_equal(used_idx(f), before);
-	dev->ops->resume(dev->dev);
-	assert_true(wait_used(f, 1));
-	assert_int_equal(f->ram[STATUS(0)], VIRTIO_BLK_S_OK);
-	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 3000 }, 8);
+	expect_held_until_resume(f, dev, 3000);
 	/* Quiesce holds too, resume releases. */
 	assert_int_equal(dev->ops->quiesce(dev->dev), 0);
-	write_hdr(f, 0, VIRTIO_BLK_T_IN, 3001);
-	chain(f, 0, s0, 3);
-	before = used_idx(f);
-	make_avail(f, 0);
-	kick(f);
-	usleep(5000);
-	assert_int_equal(used_idx(f), before);
-	dev->ops->resume(dev->dev);
-	assert_true(wait_used(f, 1));
-	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 3001 }, 8);
+	expect_held_until_resume(f, dev, 3001);
 	assert_int_equal(simple(f, VIRTIO_BLK_T_IN, 4000, 512, NULL), VIRTIO_BLK_S_OK);
 	assert_memory_equal(f->ram + DATA(0), &(uint64_t){ 4000 }, 8);   /* the round writes reached up to 8 * 7 + 64 */
 }
