@@ -39,24 +39,6 @@ static int die(const char *what)
 	return 1;
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	uint8_t *b = n > 0 ? malloc((size_t)n) : NULL;
-	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	*len = (size_t)n;
-	return b;
-}
-
 static int write_all(const char *path, const void *buf, size_t len)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -87,11 +69,9 @@ int main(int argc, char **argv)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/state", tdir);
 	size_t slen;
-	uint8_t *state = slurp(path, &slen);
-	if (!state) {
-		fprintf(stderr, "vmi_core2snap: %s: cannot read\n", path);
-		return 1;
-	}
+	uint8_t *state;
+	if (snap_read_file(path, &state, &slen) < 0)
+		return die("template");
 	struct snap_header h;
 	struct snap_section *sec;
 	unsigned nsec;
